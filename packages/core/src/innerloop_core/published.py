@@ -91,7 +91,8 @@ class _Strict(BaseModel):
             unknown = [str(k) for k in data if k not in cls.model_fields]
             if unknown:
                 names = ", ".join(repr(k) for k in sorted(unknown))
-                raise ValueError(f"unknown field {names}; allowed: {', '.join(cls.model_fields)}")
+                allowed = sorted(cls.model_fields, key=lambda f: f != "kind")  # kind first, else as declared
+                raise ValueError(f"unknown field {names}; allowed: {', '.join(allowed)}")
         return data
 
 
@@ -288,14 +289,15 @@ class Published(_Strict):
     paper: PaperInfo
     claims: Annotated[list[Claim], Field(min_length=1)]
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> Published:
+    @field_validator("claims")
+    @classmethod
+    def _unique_ids(cls, claims: list[Claim]) -> list[Claim]:
         seen: set[str] = set()
-        for c in self.claims:
+        for c in claims:
             if c.id in seen:
                 raise ValueError(f"duplicate claim id {c.id!r}")
             seen.add(c.id)
-        return self
+        return claims
 
 
 def _format_schema_error(path: Path, err: ValidationError, raw: Any) -> str:
@@ -318,12 +320,13 @@ def _format_schema_error(path: Path, err: ValidationError, raw: Any) -> str:
             continue  # discriminated-union tag pydantic inserts into the path; not a real field
         else:
             parts.append(("." if parts else "") + str(p))
-    field_path = "".join(parts) or "(top level)"
+    field_path = "".join(parts) or ("" if where else "(top level)")
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "union_tag_not_found":
         msg = f"missing 'kind'; allowed: {', '.join(KINDS)}"
     more = f" (+{len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    return f"{path}: {where}{field_path}: {msg}{more}".replace("\n", " ")
+    prefix = f"{where}{field_path}: " if field_path else where
+    return f"{path}: {prefix}{msg}{more}".replace("\n", " ")
 
 
 def load_published(path: str | os.PathLike[str]) -> Published:
@@ -374,6 +377,14 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         return {"paper": self.paper, "profile": self.profile, "counts": self.counts,
                 "claims": [asdict(r) for r in self.rows]}
+
+
+def strict_failures(report: CheckReport) -> list[ClaimResult]:
+    """Rows that make ``--strict`` fail: FAIL, or NOT RUN for a claim that applies to the profile.
+
+    UNKNOWN PUBLISHED VALUE is not a failure: the reproduction ran and nothing contradicts it.
+    """
+    return [r for r in report.rows if r.status == FAIL or (r.status == NOT_RUN and r.applies)]
 
 
 class _Unavailable(Exception):
@@ -796,8 +807,7 @@ def main(argv: list[str] | None = None) -> int:
             report = evaluate(pub, results_dir, args.profile)
             write_report(report, results_dir)
             print(render_markdown(report), end="")
-            failing = [r for r in report.rows if r.status == FAIL or (r.status == NOT_RUN and r.applies)]
-            return 1 if args.strict and failing else 0
+            return 1 if args.strict and strict_failures(report) else 0
         if args.command == "summary":
             write_reproduction_summary(args.root, args.out or args.root / "REPRODUCTION.md")
             return 0

@@ -1,0 +1,121 @@
+"""The command line every paper shares: `python -m innerloop_<paper> train|figures|check|all`.
+
+  --profile tiny|cpu|full     which profile (default: cpu)
+  --set key=value             override a config field (repeatable, dotted keys)
+  --budget-s SECONDS          stop training after this wall-clock time: save, exit 75,
+                              and resume on the next call (also INNERLOOP_TIME_BUDGET_S)
+  --strict                    check: exit 1 if a claim of this profile is not PASS
+
+Layout of a paper directory `papers/<slug>/`:
+  published.yaml              the paper's claims (see innerloop_core.published)
+  results/<profile>/          small JSON results, check.json, check.md (tracked in git)
+  figures/<profile>/          rendered figures (tracked in git)
+  runs/<profile>/             checkpoints and metric logs (DVC cache; resumable)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from innerloop_core import config as core_config
+from innerloop_core import published, runlog
+from innerloop_core.checkpoint import CheckpointError
+from innerloop_core.train import EXIT_BUDGET, BudgetExhausted, Deadline
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperPaths:
+  root: pathlib.Path
+  profile: str
+
+  @property
+  def results(self) -> pathlib.Path:
+    return self.root / "results" / self.profile
+
+  @property
+  def figures(self) -> pathlib.Path:
+    return self.root / "figures" / self.profile
+
+  @property
+  def runs(self) -> pathlib.Path:
+    return self.root / "runs" / self.profile
+
+
+@dataclasses.dataclass(frozen=True)
+class Paper:
+  """What a paper plugs into the shared command line."""
+  slug: str
+  root: pathlib.Path
+  profiles: Mapping[str, Any]
+  train: Callable[[Any, PaperPaths, Deadline], None]
+  figures: Callable[[Any, PaperPaths], None]
+
+
+def _parser(paper: Paper) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog=f"python -m innerloop_{paper.slug.replace('-', '_')}",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("command", choices=("train", "figures", "check", "all", "show-config"))
+  p.add_argument("--profile", default="cpu")
+  p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+  p.add_argument("--budget-s", type=float, default=None)
+  p.add_argument("--strict", action="store_true")
+  p.add_argument("--root", type=pathlib.Path, default=None,
+                 help="paper directory (default: the package's papers/<slug>)")
+  return p
+
+
+def run_check(paper_root: pathlib.Path, profile: str, strict: bool) -> int:
+  spec = published.load_published(paper_root / "published.yaml")
+  results = paper_root / "results" / profile
+  report = published.evaluate(spec, results, profile)
+  published.write_report(report, results)
+  print(published.render_markdown(report))
+  return 1 if strict and published.strict_failures(report) else 0
+
+
+def main(paper: Paper, argv: Sequence[str] | None = None) -> int:
+  args = _parser(paper).parse_args(argv)
+  root = (args.root or paper.root).absolute()
+  try:
+    cfg = core_config.apply_overrides(
+        core_config.select_profile(paper.profiles, args.profile), args.overrides)
+  except core_config.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  paths = PaperPaths(root, args.profile)
+  if args.command == "show-config":
+    print(runlog.json.dumps(core_config.to_dict(cfg), indent=1))
+    return 0
+  try:
+    if args.command in ("train", "all"):
+      t0 = time.perf_counter()
+      paths.results.mkdir(parents=True, exist_ok=True)
+      runlog.write_json(paths.results / "manifest.json", runlog.manifest(
+          {"profile": args.profile, "overrides": list(args.overrides),
+           "resolved": core_config.to_dict(cfg)},
+          extra_packages=(f"innerloop-{paper.slug}",)))
+      paper.train(cfg, paths, Deadline.from_env(args.budget_s))
+      print(f"[{paper.slug}] train ({args.profile}) done in {time.perf_counter() - t0:.0f} s",
+            file=sys.stderr)
+    if args.command in ("figures", "all"):
+      paper.figures(cfg, paths)
+    if args.command in ("check", "all"):
+      return run_check(root, args.profile, args.strict)
+  except BudgetExhausted as e:
+    print(f"[{paper.slug}] {e}", file=sys.stderr)
+    return EXIT_BUDGET
+  except (CheckpointError, core_config.ConfigError, published.PublishedSchemaError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except FileNotFoundError as e:
+    print(f"error: {e.filename or e} is missing; run the earlier stage first "
+          f"(train -> figures -> check)", file=sys.stderr)
+    return 2
+  return 0
