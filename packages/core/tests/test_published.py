@@ -454,7 +454,8 @@ def test_reproduction_summary(tmp_path: Path) -> None:
                         make_claim(id="later", profiles=["full"])],
                 paper={**PAPER, "slug": "alpha", "title": "Alpha paper"})
     results = write_results(alpha / "results" / "cpu", loss(1.05))
-    write_report(evaluate(load_published(alpha / "published.yaml"), results, "cpu"), results)
+    write_report(evaluate(load_published(alpha / "published.yaml"), results, "cpu"),
+                 alpha / "check" / "cpu")
 
     out = root / "REPRODUCTION.md"
     write_reproduction_summary(root, out)
@@ -489,8 +490,8 @@ def test_cli_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     argv = ["check", "--paper", str(paper), "--profile", "cpu"] + (["--strict"] if strict else [])
     assert main(argv) == code
     assert "| `c1`" in capsys.readouterr().out
-    assert (paper / "results" / "cpu" / "check.json").is_file()
-    assert (paper / "results" / "cpu" / "check.md").is_file()
+    assert (paper / "check" / "cpu" / "check.json").is_file()
+    assert (paper / "check" / "cpu" / "check.md").is_file()
 
 
 def test_cli_strict_counts_applicable_not_run_only(tmp_path: Path) -> None:

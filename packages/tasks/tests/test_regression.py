@@ -235,8 +235,8 @@ def test_target_scale_scales_targets(alpha):
 @pytest.mark.parametrize("k", [0, 1, 3, 10])
 def test_noisy_labels_replace_exactly_k(k):
     key = jax.random.key(14)
-    clean = linear_regression_tasks(key, 256, output_dim=2)
-    noisy = linear_regression_tasks(key, 256, output_dim=2, noisy_labels=k)
+    clean = linear_regression_tasks(key, 1000)
+    noisy = linear_regression_tasks(key, 1000, noisy_labels=k)
     np.testing.assert_array_equal(np.asarray(noisy.x_context), np.asarray(clean.x_context))
     np.testing.assert_array_equal(np.asarray(noisy.w), np.asarray(clean.w))
     np.testing.assert_array_equal(np.asarray(noisy.y_query), np.asarray(clean.y_query))
@@ -378,8 +378,7 @@ def test_fig13_rank_deficient_regime(eigen_extremes):
 
 def test_fig13_float64_cross_check():
     # Same definition in float64 numpy: N = d = 10 minimum ~ 1e-10 (the paper's value).
-    b = linear_regression_tasks(jax.random.key(21), 10_000, 9, 10)
-    x = np.concatenate([_np(b.x_context), _np(b.x_query)[:, None]], axis=1)  # 10 inputs per task
+    x = _np(linear_regression_tasks(jax.random.key(21), 10_000, 10, 10).x_context)
     eig = np.linalg.eigvalsh(np.einsum("bni,bnj->bij", x, x))
     assert 0 < eig[:, 0].min() < 1e-6
     lo32, hi32 = xxt_eigenvalue_extremes(jax.random.key(21), 10_000, 10)
@@ -449,8 +448,8 @@ def test_other_argument_errors():
 def test_string_and_enum_conventions_equivalent():
     key = jax.random.key(23)
     for s, e in [("paper", InputConvention.PAPER), ("code", InputConvention.CODE)]:
-        a, b = linear_regression_tasks(key, 2, convention=s), linear_regression_tasks(key, 2, convention=e)
+        a, b = linear_regression_tasks(key, 8, convention=s), linear_regression_tasks(key, 8, convention=e)
         np.testing.assert_array_equal(np.asarray(a.x_context), np.asarray(b.x_context))
-    a = linear_regression_tasks(key, 2, distribution="mixed")
-    b = linear_regression_tasks(key, 2, distribution=InputDistribution.MIXED)
+    a = linear_regression_tasks(key, 8, distribution="mixed")
+    b = linear_regression_tasks(key, 8, distribution=InputDistribution.MIXED)
     np.testing.assert_array_equal(np.asarray(a.x_context), np.asarray(b.x_context))

@@ -8,7 +8,8 @@
 
 Layout of a paper directory `papers/<slug>/`:
   published.yaml              the paper's claims (see innerloop_core.published)
-  results/<profile>/          small JSON results, check.json, check.md (tracked in git)
+  results/<profile>/          small JSON results of the train stage (tracked in git)
+  check/<profile>/            check.json and check.md of the check stage (tracked in git)
   figures/<profile>/          rendered figures (tracked in git)
   runs/<profile>/             checkpoints and metric logs (DVC cache; resumable)
 """
@@ -43,6 +44,10 @@ class PaperPaths:
     return self.root / "figures" / self.profile
 
   @property
+  def check(self) -> pathlib.Path:
+    return self.root / published.CHECK_DIR / self.profile
+
+  @property
   def runs(self) -> pathlib.Path:
     return self.root / "runs" / self.profile
 
@@ -71,18 +76,30 @@ def _parser(paper: Paper) -> argparse.ArgumentParser:
   return p
 
 
-def run_check(paper_root: pathlib.Path, profile: str, strict: bool) -> int:
-  spec = published.load_published(paper_root / "published.yaml")
-  results = paper_root / "results" / profile
-  report = published.evaluate(spec, results, profile)
-  published.write_report(report, results)
+def _default_root(paper: Paper) -> pathlib.Path:
+  """The paper directory: the working directory when it is one (DVC runs stages there with
+  wdir papers/<slug>, also in a copy of the repo), else the package's own."""
+  cwd = pathlib.Path.cwd()
+  if (cwd / "published.yaml").is_file() and cwd.name == paper.slug:
+    return cwd
+  return paper.root
+
+
+def run_check(paths: PaperPaths, strict: bool) -> int:
+  """Judges every claim, writes check/<profile>/check.{json,md} and the root REPRODUCTION.md."""
+  spec = published.load_published(paths.root / "published.yaml")
+  report = published.evaluate(spec, paths.results, paths.profile)
+  published.write_report(report, paths.check)
+  repo_root = paths.root.parent.parent
+  if (repo_root / "papers").is_dir():
+    published.write_reproduction_summary(repo_root, repo_root / "REPRODUCTION.md")
   print(published.render_markdown(report))
   return 1 if strict and published.strict_failures(report) else 0
 
 
 def main(paper: Paper, argv: Sequence[str] | None = None) -> int:
   args = _parser(paper).parse_args(argv)
-  root = (args.root or paper.root).absolute()
+  root = (args.root or _default_root(paper)).absolute()
   try:
     cfg = core_config.apply_overrides(
         core_config.select_profile(paper.profiles, args.profile), args.overrides)
@@ -107,7 +124,7 @@ def main(paper: Paper, argv: Sequence[str] | None = None) -> int:
     if args.command in ("figures", "all"):
       paper.figures(cfg, paths)
     if args.command in ("check", "all"):
-      return run_check(root, args.profile, args.strict)
+      return run_check(paths, args.strict)
   except BudgetExhausted as e:
     print(f"[{paper.slug}] {e}", file=sys.stderr)
     return EXIT_BUDGET

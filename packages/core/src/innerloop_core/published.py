@@ -2,7 +2,9 @@
 
 Each paper keeps its claims in ``papers/<slug>/published.yaml``; a training run writes JSON
 results under ``papers/<slug>/results/<profile>/``. :func:`evaluate` judges every claim for
-one profile, :func:`write_report` writes ``check.json`` + ``check.md`` next to the results, and
+one profile, :func:`write_report` writes ``check.json`` + ``check.md`` into
+``papers/<slug>/check/<profile>/`` (its own directory, so that the pipeline's train and check
+stages have disjoint outputs), and
 :func:`write_reproduction_summary` rolls every paper up into the root ``REPRODUCTION.md``.
 
 Schema (every mapping rejects unknown fields)::
@@ -58,6 +60,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROFILES: tuple[str, ...] = ("tiny", "cpu", "full")
+CHECK_DIR = "check"  # reports live in papers/<slug>/check/<profile>/
 PASS, FAIL, NOT_RUN, UNKNOWN = "PASS", "FAIL", "NOT RUN", "UNKNOWN PUBLISHED VALUE"
 STATUSES: tuple[str, ...] = (PASS, FAIL, NOT_RUN, UNKNOWN)
 KINDS: tuple[str, ...] = ("abs_tol", "rel_tol", "interval", "threshold", "ordering", "curve")
@@ -735,7 +738,7 @@ def write_reproduction_summary(repo_root: str | os.PathLike[str], out_path: str 
     overview = ["| Paper | Claims | " + " | ".join(PROFILES) + " |", "|---|---|" + "---|" * len(PROFILES)]
     sections: list[str] = []
     for paper_dir, pub in papers:
-        statuses = {p: _read_statuses(paper_dir / "results" / p / "check.json") for p in PROFILES}
+        statuses = {p: _read_statuses(paper_dir / CHECK_DIR / p / "check.json") for p in PROFILES}
         link = Path(os.path.relpath(paper_dir, out.parent)).as_posix()
         cells = []
         for p in PROFILES:
@@ -805,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
             pub = load_published(args.paper / "published.yaml")
             results_dir = args.results or args.paper / "results" / args.profile
             report = evaluate(pub, results_dir, args.profile)
-            write_report(report, results_dir)
+            write_report(report, args.paper / CHECK_DIR / args.profile)
             print(render_markdown(report), end="")
             return 1 if args.strict and strict_failures(report) else 0
         if args.command == "summary":
