@@ -47,7 +47,7 @@ def test_tiny_profile_through_dvc_repro(tmp_path, slug):
   assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
   paper = tmp_path / "papers" / slug
   report = json.loads((paper / "check" / "tiny" / "check.json").read_text())
-  rows = report["rows"]
+  rows = report["claims"]
   tiny_rows = [r for r in rows if r["applies"]]
   assert tiny_rows, "the tiny profile must check at least one claim"
   assert all(r["status"] == "PASS" for r in tiny_rows), tiny_rows

@@ -28,14 +28,19 @@ def _full_precision():
         yield
 
 
+def _normal(seed, shape):
+    # numpy draws: compiling JAX's RNG for every shape would dominate the test time.
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def _key(seed):
+    # RBG keys compile several times faster than threefry on CPU.
+    return jax.random.key(seed, impl="rbg")
+
+
 def _random_inputs(seed=0):
-    keys = jax.random.split(jax.random.key(seed), 5)
-    e = jax.random.normal(keys[0], (B, T, D))
-    w_q = jax.random.normal(keys[1], (H, D, K))
-    w_k = jax.random.normal(keys[2], (H, D, K))
-    w_v = jax.random.normal(keys[3], (H, D, V))
-    w_p = jax.random.normal(keys[4], (H, V, D))
-    return e, w_q, w_k, w_v, w_p
+    shapes = [(B, T, D), (H, D, K), (H, D, K), (H, D, V), (H, V, D)]
+    return tuple(_normal(100 * seed + i, shape) for i, shape in enumerate(shapes))
 
 
 def _naive(e, w_q, w_k, w_v, w_p, mask, kind, num_context=None):
@@ -55,7 +60,7 @@ def _naive(e, w_q, w_k, w_v, w_p, mask, kind, num_context=None):
             scores = scores / np.sqrt(w_q.shape[-1])
             scores = np.exp(scores - scores.max())
             scores = scores / scores.sum()
-        for s, i in zip(scores, keys):
+        for s, i in zip(scores, keys, strict=True):
             out[b, j] += s * (e[b, i] @ w_v[h]) @ w_p[h]
     return out
 
@@ -137,22 +142,28 @@ def test_bad_shapes_and_kinds():
     with pytest.raises(ValueError, match="token width"):
         linear_attention(e[..., :3], w_q, w_k, w_v, w_p, mask=Mask.NONE)
     with pytest.raises(ValueError, match="kind must be one of"):
-        SelfAttention(D, H, K, kind="cosine", key=jax.random.key(0))
+        SelfAttention(D, H, K, kind="cosine", key=_key(0))
     with pytest.raises(ValueError, match="attention must be one of"):
-        Transformer(dim=D, num_layers=2, num_heads=H, key_size=K, attention="lin", tied=True, key=jax.random.key(0))
+        Transformer(dim=D, num_layers=2, num_heads=H, key_size=K, attention="lin", tied=True, key=_key(0))
     with pytest.raises(ValueError, match="one kind per layer"):
         Transformer(
-            dim=D, num_layers=3, num_heads=H, key_size=K, attention=["linear"] * 2, tied=False, key=jax.random.key(0)
+            dim=D, num_layers=3, num_heads=H, key_size=K, attention=["linear"] * 2, tied=False, key=_key(0)
         )
     with pytest.raises(ValueError, match="tied"):
         Transformer(
-            dim=D, num_layers=2, num_heads=H, key_size=K, attention=["softmax", "linear"], tied=True, key=jax.random.key(0)
+            dim=D,
+            num_layers=2,
+            num_heads=H,
+            key_size=K,
+            attention=["softmax", "linear"],
+            tied=True,
+            key=_key(0),
         )
 
 
 def test_self_attention_module_matches_function():
-    attn = SelfAttention(D, H, K, value_size=V, kind=AttentionKind.SOFTMAX, key=jax.random.key(4))
-    e = jax.random.normal(jax.random.key(5), (B, T, D))
+    attn = SelfAttention(D, H, K, value_size=V, kind=AttentionKind.SOFTMAX, key=_key(4))
+    e = _normal(5, (B, T, D))
     got = attn(e, mask=Mask.CAUSAL)
     want = softmax_attention(e, attn.w_q[...], attn.w_k[...], attn.w_v[...], attn.w_p[...], mask=Mask.CAUSAL)
     np.testing.assert_array_equal(got, want)
@@ -161,7 +172,7 @@ def test_self_attention_module_matches_function():
 
 def test_init_std_is_fan_in_variance_scaling():
     d, h, k, scale = 64, 8, 32, 0.5
-    attn = SelfAttention(d, h, k, kind="linear", key=jax.random.key(0), init_scale=scale)
+    attn = SelfAttention(d, h, k, kind="linear", key=_key(0), init_scale=scale)
     # Fan-in is D for the input projections (heads are a batch axis) and H·V for W_p.
     for w, fan_in in [(attn.w_q, d), (attn.w_k, d), (attn.w_v, d), (attn.w_p, h * k)]:
         std = float(jnp.std(w[...]))
@@ -174,7 +185,7 @@ def _num_params(model) -> int:
 
 @pytest.mark.parametrize("mlp_hidden,layer_norm", [(None, False), (16, True)])
 def test_tied_vs_untied_parameter_counts(mlp_hidden, layer_norm):
-    kwargs = dict(dim=D, num_layers=4, num_heads=H, key_size=K, attention="linear", key=jax.random.key(0))
+    kwargs = dict(dim=D, num_layers=4, num_heads=H, key_size=K, attention="linear", key=_key(0))
     kwargs.update(mlp_hidden=mlp_hidden, layer_norm=layer_norm)
     per_layer = 4 * H * D * K
     if mlp_hidden is not None:
@@ -200,51 +211,87 @@ def _loop_blocks(model, e, depth, mask, residual_scale=1.0, num_context=None):
 @pytest.mark.parametrize("tied", [True, False])
 def test_transformer_is_residual_stack(tied):
     model = Transformer(
-        dim=D, num_layers=3, num_heads=H, key_size=K, attention=["linear", "softmax", "linear"] if not tied else "linear",
-        tied=tied, mlp_hidden=8, layer_norm=True, key=jax.random.key(1),
+        dim=D,
+        num_layers=3,
+        num_heads=H,
+        key_size=K,
+        attention=["linear", "softmax", "linear"] if not tied else "linear",
+        tied=tied,
+        mlp_hidden=8,
+        layer_norm=True,
+        key=_key(1),
     )
-    e = jax.random.normal(jax.random.key(2), (B, T, D))
-    out, states = model(e, mask=Mask.CONTEXT_ONLY, num_context=N, residual_scale=0.5, return_all=True)
-    want = _loop_blocks(model, e, 3, Mask.CONTEXT_ONLY, 0.5, N)
+    e = _normal(2, (B, T, D))
+    graphdef, state = nnx.split(model)
+
+    @jax.jit  # one compiled program instead of op-by-op dispatch
+    def both(state, e):
+        model = nnx.merge(graphdef, state)
+        got = model(e, mask=Mask.CONTEXT_ONLY, num_context=N, residual_scale=0.5, return_all=True)
+        return got, _loop_blocks(model, e, 3, Mask.CONTEXT_ONLY, 0.5, N)
+
+    (out, states), want = both(state, e)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
-    assert len(states) == 4 and states[0] is e
+    assert len(states) == 4
+    np.testing.assert_array_equal(states[0], e)
     np.testing.assert_array_equal(states[-1], out)
 
 
 def test_tied_depth_override_and_untied_limit():
-    model = Transformer(dim=D, num_layers=2, num_heads=1, key_size=K, attention="linear", tied=True, key=jax.random.key(3))
-    e = jax.random.normal(jax.random.key(4), (B, T, D))
-    out = model(e, mask=Mask.CAUSAL, num_layers=5, residual_scale=0.3)
-    np.testing.assert_allclose(out, _loop_blocks(model, e, 5, Mask.CAUSAL, 0.3), rtol=1e-5, atol=1e-6)
-    untied = Transformer(dim=D, num_layers=2, num_heads=1, key_size=K, attention="linear", tied=False, key=jax.random.key(3))
+    model = Transformer(
+        dim=D, num_layers=2, num_heads=1, key_size=K, attention="linear", tied=True, key=_key(3)
+    )
+    e = _normal(4, (B, T, D))
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def both(state, e):
+        model = nnx.merge(graphdef, state)
+        return model(e, mask=Mask.CAUSAL, num_layers=5, residual_scale=0.3), _loop_blocks(
+            model, e, 5, Mask.CAUSAL, 0.3
+        )
+
+    out, want = both(state, e)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    untied = Transformer(
+        dim=D, num_layers=2, num_heads=1, key_size=K, attention="linear", tied=False, key=_key(3)
+    )
     with pytest.raises(ValueError, match="num_layers must be 1..2"):
         untied(e, mask=Mask.CAUSAL, num_layers=3)
 
 
 def test_one_damped_layer_is_e_plus_lambda_delta():
-    model = Transformer(dim=D, num_layers=1, num_heads=H, key_size=K, attention="softmax", tied=True, key=jax.random.key(5))
-    e = jax.random.normal(jax.random.key(6), (B, T, D))
+    model = Transformer(
+        dim=D, num_layers=1, num_heads=H, key_size=K, attention="softmax", tied=True, key=_key(5)
+    )
+    e = _normal(6, (B, T, D))
     delta = model.blocks[0].attention(e, mask=Mask.NONE)
-    np.testing.assert_allclose(model(e, mask=Mask.NONE, residual_scale=0.75), e + 0.75 * delta, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        model(e, mask=Mask.NONE, residual_scale=0.75), e + 0.75 * delta, rtol=1e-6, atol=1e-6
+    )
 
 
 def test_token_clipping_bounds_every_layer():
-    kwargs = dict(dim=D, num_layers=3, num_heads=H, key_size=K, attention="linear", tied=False, init_scale=4.0)
-    e = 1.5 * jax.random.normal(jax.random.key(7), (B, T, D))
-    clipped = Transformer(token_clip=2.0, key=jax.random.key(8), **kwargs)
-    free = Transformer(token_clip=None, key=jax.random.key(8), **kwargs)
+    kwargs = dict(
+        dim=D, num_layers=3, num_heads=H, key_size=K, attention="linear", tied=False, init_scale=4.0
+    )
+    e = 1.5 * _normal(7, (B, T, D))
+    clipped = Transformer(token_clip=2.0, key=_key(8), **kwargs)
+    free = Transformer(token_clip=None, key=_key(8), **kwargs)
     _, states = clipped(e, mask=Mask.NONE, return_all=True)
     for s in states[1:]:
         assert float(jnp.abs(s).max()) <= 2.0
     assert float(jnp.abs(free(e, mask=Mask.NONE)).max()) > 2.0  # the bound is not vacuous
     with pytest.raises(ValueError, match="token_clip"):
-        Transformer(token_clip=0.0, key=jax.random.key(8), **kwargs)
+        Transformer(token_clip=0.0, key=_key(8), **kwargs)
 
 
 def test_jit_over_split_state():
-    model = Transformer(dim=D, num_layers=2, num_heads=H, key_size=K, attention="linear", tied=False, key=jax.random.key(9))
+    model = Transformer(
+        dim=D, num_layers=2, num_heads=H, key_size=K, attention="linear", tied=False, key=_key(9)
+    )
     graphdef, state = nnx.split(model)
-    e = jax.random.normal(jax.random.key(10), (B, T, D))
+    e = _normal(10, (B, T, D))
 
     @jax.jit
     def forward(state, e):

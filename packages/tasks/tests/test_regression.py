@@ -190,6 +190,14 @@ def test_jit_matches_eager():
     c, s = tokens(key)
     assert c.shape == (4, 4, 3) and s.shape == (4, 7, 6)
 
+    # vmap over keys (typed and legacy): one batch per key, equal to separate calls.
+    for make in KEY_MAKERS.values():
+        keys = jax.vmap(make)(jnp.arange(3))
+        xs = jax.vmap(lambda k: linear_regression_tasks(k, 8).x_context)(keys)
+        np.testing.assert_allclose(
+            np.asarray(xs[2]), np.asarray(linear_regression_tasks(make(2), 8).x_context), rtol=1e-6
+        )
+
 
 def test_traced_scales_under_vmap():
     key = jax.random.key(11)
@@ -230,6 +238,13 @@ def test_target_scale_scales_targets(alpha):
     np.testing.assert_allclose(_np(scaled.y_query), alpha * _np(base.y_query), rtol=1e-5, atol=1e-6)
     # W ~ N(0, alpha^2): 10^4 entries.
     assert abs(np.std(_np(scaled.w)) / alpha - 1) < 0.03
+
+
+def test_teacher_weights_are_standard_normal():
+    w = _np(linear_regression_tasks(jax.random.key(24), 1000, 10, 10, 8).w).ravel()  # 8e4
+    assert abs(np.mean(w)) < 0.02 and abs(np.var(w) - 1) < 0.03
+    assert abs(np.mean(w**4) / np.var(w) ** 2 - 3) < 0.15  # Gaussian kurtosis
+    assert abs(np.mean(np.abs(w) > 1.96) - 0.05) < 0.005
 
 
 @pytest.mark.parametrize("k", [0, 1, 3, 10])

@@ -4,10 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from innerloop_core.attention import Mask, Transformer, linear_attention, linear_attention_from_products
 from innerloop_icl_gd import gd
-from innerloop_tasks.regression import constructed_tokens, linear_regression_tasks
+from innerloop_tasks.regression import RegressionBatch, constructed_tokens, linear_regression_tasks
 
 NUM_CONTEXT, INPUT_DIM = 10, 10
 
@@ -23,8 +24,20 @@ def rel_err(got, want) -> float:
     return float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
 
 
-def _tasks(seed, batch_size=64, output_dim=1, **kwargs):
-    return linear_regression_tasks(jax.random.key(seed), batch_size, NUM_CONTEXT, INPUT_DIM, output_dim, **kwargs)
+def _tasks(seed, batch_size=64, output_dim=1):
+    """Small code-convention task batches from numpy: the identities need no particular
+    sampler, and compiling JAX's RNG for every shape would dominate the test time."""
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(batch_size, output_dim, INPUT_DIM)).astype(np.float32)
+    x = rng.uniform(-0.5, 0.5, size=(batch_size, NUM_CONTEXT + 1, INPUT_DIM)).astype(np.float32)
+    y = np.einsum("bij,bnj->bni", w, x)
+    return RegressionBatch(*(jnp.asarray(a) for a in (x[:, :-1], y[:, :-1], x[:, -1], y[:, -1], w)))
+
+
+def _generated(seed, batch_size, **kwargs):
+    # RBG keys compile several times faster than threefry on CPU; statistics are the same.
+    key = jax.random.key(seed, impl="rbg")
+    return linear_regression_tasks(key, batch_size, NUM_CONTEXT, INPUT_DIM, **kwargs)
 
 
 def _gd_loss(w, x, y):
@@ -32,10 +45,11 @@ def _gd_loss(w, x, y):
     return 0.5 * jnp.mean(jnp.sum((x @ w.T - y) ** 2, axis=-1))
 
 
+@jax.jit
 def _explicit_gd(batch, w0, etas):
     """GD steps on W per task, gradients by autodiff (independent of the recursion). -> W [B, Dy, Dx]."""
     w = jnp.broadcast_to(w0, batch.w.shape)
-    for eta in etas:
+    for eta in etas:  # a list: unrolled
         w = w - eta * jax.vmap(jax.grad(_gd_loss))(w, batch.x_context, batch.y_context)
     return w
 
@@ -46,15 +60,15 @@ def _tokens_with_w0(batch, w0):
     return e.at[:, -1, INPUT_DIM:].set(-batch.x_query @ w0.T)
 
 
+@jax.jit
 def _lsa(params, e):
     return e + linear_attention(e, **params, mask=Mask.CONTEXT_ONLY, num_context=NUM_CONTEXT)
 
 
 def _random_w0_eta(seed, output_dim):
-    k_w, k_eta, k_gamma = jax.random.split(jax.random.key(seed), 3)
-    w0 = jax.random.normal(k_w, (output_dim, INPUT_DIM))
-    eta = float(jax.random.uniform(k_eta, (), minval=0.5, maxval=8.0))
-    gamma = float(jax.random.uniform(k_gamma, (), minval=0.02, maxval=0.2))
+    rng = np.random.default_rng(seed)
+    w0 = jnp.asarray(rng.normal(size=(output_dim, INPUT_DIM)), jnp.float32)
+    eta, gamma = float(rng.uniform(0.5, 8.0)), float(rng.uniform(0.02, 0.2))
     return w0, eta, gamma
 
 
@@ -63,10 +77,27 @@ def _load(model, params, layer=0):
         getattr(model.blocks[layer].attention, name)[...] = value
 
 
+def _run(model, e, **kwargs):
+    """model(e, mask=CONTEXT_ONLY, num_context=N, **kwargs), compiled once."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, e):
+        return nnx.merge(graphdef, state)(e, mask=Mask.CONTEXT_ONLY, num_context=NUM_CONTEXT, **kwargs)
+
+    return forward(state, e)
+
+
 def _stack(params_per_layer, tied, depth):
     d = params_per_layer[0]["w_q"].shape[-1]
     model = Transformer(
-        dim=d, num_layers=depth, num_heads=1, key_size=d, attention="linear", tied=tied, key=jax.random.key(0)
+        dim=d,
+        num_layers=depth,
+        num_heads=1,
+        key_size=d,
+        attention="linear",
+        tied=tied,
+        key=jax.random.key(0, impl="rbg"),
     )
     for layer, params in enumerate(params_per_layer):
         _load(model, params, layer)
@@ -101,12 +132,11 @@ def test_prop1_with_zero_w0_on_plain_tokens_equals_gd_predict():
 # ---- §8 test 2: readout sign guard -------------------------------------------------------
 
 
-def test_readout_sign_guard():
-    batch = _tasks(4, batch_size=2048)
-    eta, best_loss = gd.line_search_eta(batch)
-    out = _lsa(gd.prop1_params(INPUT_DIM, 1, eta, NUM_CONTEXT), constructed_tokens(batch))
-    right = gd.query_loss(gd.readout(out, 1), batch.y_query)
-    wrong = gd.query_loss(-gd.readout(out, 1), batch.y_query)
+def test_readout_sign_guard(validation):
+    eta, best_loss = gd.line_search_eta(validation)
+    out = _lsa(gd.prop1_params(INPUT_DIM, 1, eta, NUM_CONTEXT), constructed_tokens(validation))
+    right = gd.query_loss(gd.readout(out, 1), validation.y_query)
+    wrong = gd.query_loss(-gd.readout(out, 1), validation.y_query)
     assert abs(float(right) / float(best_loss) - 1) < 1e-4
     assert float(wrong) > 3 * float(best_loss)
 
@@ -139,7 +169,7 @@ def test_tied_prop1_stack_is_k_gd_steps():
     k, eta = 3, 3.0
     batch = _tasks(7)
     model = _stack([gd.prop1_params(INPUT_DIM, 1, eta, NUM_CONTEXT)], tied=True, depth=k)
-    out = model(constructed_tokens(batch), mask=Mask.CONTEXT_ONLY, num_context=NUM_CONTEXT)
+    out = _run(model, constructed_tokens(batch))
     y_tf = gd.readout(out, 1)
     y_rec = gd.gd_predict(batch, jnp.full((k,), eta))
     y_w = jnp.einsum("bij,bj->bi", _explicit_gd(batch, jnp.zeros((1, INPUT_DIM)), [eta] * k), batch.x_query)
@@ -154,7 +184,7 @@ def test_tied_prop1_stack_from_nonzero_w0_is_k_gd_steps():
     batch = _tasks(8, output_dim=2)
     w0, eta, _ = _random_w0_eta(9, 2)
     model = _stack([gd.prop1_params(INPUT_DIM, 2, eta, NUM_CONTEXT, w0)], tied=True, depth=k)
-    out = model(_tokens_with_w0(batch, w0), mask=Mask.CONTEXT_ONLY, num_context=NUM_CONTEXT)
+    out = _run(model, _tokens_with_w0(batch, w0))
     y_w = jnp.einsum("bij,bj->bi", _explicit_gd(batch, w0, [eta] * k), batch.x_query)
     assert rel_err(gd.readout(out, 2), y_w) <= 1e-5
 
@@ -162,9 +192,12 @@ def test_tied_prop1_stack_from_nonzero_w0_is_k_gd_steps():
 def test_untied_gd_plus_plus_stack_equals_recursion():
     etas, gammas = jnp.array([2.0, 5.0, 3.0]), jnp.array([0.05, 0.15, 0.1])
     batch = _tasks(10)
-    layers = [gd.gd_plus_plus_params(INPUT_DIM, 1, eta, gamma, NUM_CONTEXT) for eta, gamma in zip(etas, gammas)]
+    layers = [
+        gd.gd_plus_plus_params(INPUT_DIM, 1, eta, gamma, NUM_CONTEXT)
+        for eta, gamma in zip(etas, gammas, strict=True)
+    ]
     model = _stack(layers, tied=False, depth=3)
-    out = model(constructed_tokens(batch), mask=Mask.CONTEXT_ONLY, num_context=NUM_CONTEXT)
+    out = _run(model, constructed_tokens(batch))
     y_rec = gd.gd_predict(batch, etas, gammas)
     assert rel_err(gd.readout(out, 1), y_rec) <= 1e-5
     assert rel_err(gd.gd_predict(batch, etas), y_rec) > 1e-2  # γ matters
@@ -201,14 +234,10 @@ def _products_predict(batch, products):
 
 def test_products_reproduce_the_layer():
     # Random (non-symmetric) weights catch a transposed M_KQ (sheet pitfall 11).
-    keys = jax.random.split(jax.random.key(13), 4)
+    rng = np.random.default_rng(13)
     d = INPUT_DIM + 1
-    params = {
-        "w_q": jax.random.normal(keys[0], (2, d, 5)),
-        "w_k": jax.random.normal(keys[1], (2, d, 5)),
-        "w_v": jax.random.normal(keys[2], (2, d, 3)),
-        "w_p": jax.random.normal(keys[3], (2, 3, d)),
-    }
+    shapes = {"w_q": (2, d, 5), "w_k": (2, d, 5), "w_v": (2, d, 3), "w_p": (2, 3, d)}
+    params = {name: jnp.asarray(rng.normal(size=shape), jnp.float32) for name, shape in shapes.items()}
     e = constructed_tokens(_tasks(14))
     m_kq, m_pv = gd.interaction_products(params)
     assert m_kq.shape == m_pv.shape == (2, d, d)
@@ -217,7 +246,11 @@ def test_products_reproduce_the_layer():
     assert rel_err(via, direct) <= 1e-5
     # The same from a SelfAttention module.
     model = _stack([gd.prop1_params(INPUT_DIM, 1, 2.0, NUM_CONTEXT)], tied=True, depth=1)
-    for got, want in zip(gd.interaction_products(model.blocks[0].attention), gd.interaction_products(gd.prop1_params(INPUT_DIM, 1, 2.0, NUM_CONTEXT))):
+    for got, want in zip(
+        gd.interaction_products(model.blocks[0].attention),
+        gd.interaction_products(gd.prop1_params(INPUT_DIM, 1, 2.0, NUM_CONTEXT)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(got, want)
 
 
@@ -230,7 +263,7 @@ def test_beta_rescaling_and_self_interpolation_keep_predictions():
     scaled = (construction[0] * c, construction[1] / c)
     rescaled = gd.rescale_products(*scaled, INPUT_DIM)
     np.testing.assert_allclose(jnp.diagonal(rescaled[0][0])[:INPUT_DIM], 1.0, rtol=1e-6)
-    for got, want in zip(rescaled, construction):
+    for got, want in zip(rescaled, construction, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
     mixed = gd.interpolate_products(rescaled, construction)
     assert float(jnp.abs(_products_predict(batch, mixed) - base).max()) <= 1e-6
@@ -264,10 +297,10 @@ def test_damped_steps():
     model = _stack([params], tied=True, depth=1)
     e = constructed_tokens(batch)
     delta = linear_attention(e, **params, mask=Mask.CONTEXT_ONLY, num_context=NUM_CONTEXT)
-    one = model(e, mask=Mask.CONTEXT_ONLY, num_context=NUM_CONTEXT, residual_scale=lam)
+    one = _run(model, e, residual_scale=lam)
     assert rel_err(one, e + lam * delta) <= 1e-6
     # 20 damped layers = 20 GD steps with step λη (W ← W − λη∇L).
-    many = model(e, mask=Mask.CONTEXT_ONLY, num_context=NUM_CONTEXT, num_layers=20, residual_scale=lam)
+    many = _run(model, e, num_layers=20, residual_scale=lam)
     assert rel_err(gd.readout(many, 1), gd.gd_predict(batch, jnp.full((20,), lam * eta))) <= 1e-4
 
 
@@ -276,7 +309,7 @@ def test_damped_steps():
 
 @pytest.fixture(scope="module")
 def validation():
-    return _tasks(5, batch_size=10_000)
+    return _generated(5, 10_000)
 
 
 def test_line_search_gd1_loss_code_convention(validation):
@@ -289,7 +322,7 @@ def test_line_search_gd1_loss_code_convention(validation):
 
 def test_line_search_scaling_law(validation):
     # Sheet §8 test 9: x -> c·x (same W) multiplies the best loss by c² and divides η by c².
-    paper = _tasks(5, batch_size=10_000, convention="paper")  # same key: same W, x doubled
+    paper = _generated(5, 10_000, convention="paper")  # same key: same W, x doubled
     np.testing.assert_array_equal(paper.w, validation.w)
     np.testing.assert_allclose(paper.x_context, 2 * validation.x_context, rtol=1e-6, atol=1e-7)
     eta_code, loss_code = gd.line_search_eta(validation)
@@ -315,7 +348,14 @@ def test_fit_gd_plus_plus_beats_gd2(validation):
         return linear_regression_tasks(key, 512, NUM_CONTEXT, INPUT_DIM)
 
     etas, gammas, final = gd.fit_gd_plus_plus(
-        jax.random.key(0), sample, 2, shared=True, steps=300, learning_rate=0.03, init_eta=eta2, init_gamma=0.0
+        jax.random.key(0, impl="rbg"),
+        sample,
+        2,
+        shared=True,
+        steps=300,
+        learning_rate=0.03,
+        init_eta=eta2,
+        init_gamma=0.0,
     )
     assert etas.shape == gammas.shape == (2,)
     assert float(etas[0]) == float(etas[1]) and float(gammas[0]) == float(gammas[1])
@@ -329,7 +369,7 @@ def test_fit_gd_plus_plus_beats_gd2(validation):
 
 
 def test_alignment_of_construction_and_gd():
-    batch = _tasks(17, batch_size=256)
+    batch = _tasks(17)
     eta = 6.0
     params = gd.prop1_params(INPUT_DIM, 1, eta, NUM_CONTEXT)
 

@@ -53,7 +53,9 @@ def _as_enum(value, enum_type: type[enum.Enum], name: str):
         return enum_type(value)
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in enum_type)
-        raise ValueError(f"{name} must be one of {allowed} (or {enum_type.__name__}); got {value!r}") from None
+        raise ValueError(
+            f"{name} must be one of {allowed} (or {enum_type.__name__}); got {value!r}"
+        ) from None
 
 
 def _keys_and_mask(
@@ -86,7 +88,9 @@ def _check_weights(e, w_q, w_k, w_v, w_p) -> None:
     if w_k.shape != (h, d, k):
         raise ValueError(f"w_k must have the shape of w_q {w_q.shape}; got {w_k.shape}")
     if w_v.shape[:2] != (h, d) or w_p.shape != (h, w_v.shape[2], d):
-        raise ValueError(f"w_v must be [H, D, V] and w_p [H, V, D] for H={h}, D={d}; got {w_v.shape}, {w_p.shape}")
+        raise ValueError(
+            f"w_v must be [H, D, V] and w_p [H, V, D] for H={h}, D={d}; got {w_v.shape}, {w_p.shape}"
+        )
     if e.shape[-1] != d:
         raise ValueError(f"e's token width {e.shape[-1]} does not match the weights' D={d}")
 
@@ -324,7 +328,9 @@ class Transformer(nnx.Module):
             if len(kinds) != num_layers:
                 raise ValueError(f"attention must give one kind per layer ({num_layers}); got {len(kinds)}")
         if tied and len(set(kinds)) > 1:
-            raise ValueError(f"a tied Transformer applies one layer repeatedly; attention kinds differ: {kinds}")
+            raise ValueError(
+                f"a tied Transformer applies one layer repeatedly; attention kinds differ: {kinds}"
+            )
         if token_clip is not None and token_clip <= 0:
             raise ValueError(f"token_clip must be positive or None; got {token_clip}")
         self.num_layers = num_layers

@@ -169,16 +169,15 @@ PROFILES: dict[str, Config] = {
         fig3a=Experiment(model=Model(num_layers=2), gd_steps=2, **_TINY_EXP),
         ood=Ood(input_scales=(0.5, 1.0, 2.0), target_scales=(1.0, 3.0)),
         dampening=Dampening(rollout_steps=10),
-        gamma_vs_n=GammaVsN(num_contexts=(10, 25), eigen_tasks=1000, steps=200,
-                            batch_size=256),
+        gamma_vs_n=GammaVsN(num_contexts=(10, 25), eigen_tasks=1000, steps=600,
+                            batch_size=512),
         sine=Sine(steps=200, batch_size=128, eval_every=100),
         standard=StandardTokens(steps=200, batch_size=128, eval_every=100),
     ),
-    # ≤ 20 min on 2 CPU cores: Figs 1/10, 2, 3a, 4, 5 (shortened), 12 (2 heads), 13.
+    # ≤ 20 min on 2 CPU cores: Figs 1/10, 2 (2 seeds), 3a and 13 at N = 10, 25 (1 seed).
     "cpu": Config(
-        fig12_softmax2=Experiment(
-            steps=3000, seeds=1, batch_size=1024,
-            model=Model(attention="softmax", num_heads=2)),
+        fig3a=Experiment(steps=3000, seeds=1, model=Model(num_layers=2), gd_steps=2),
+        gamma_vs_n=GammaVsN(num_contexts=(10, 25), steps=3000, seeds=1, batch_size=2048),
     ),
     # The paper's scale (one GPU): 5 seeds, paper step counts, every figure.
     "full": Config(

@@ -290,7 +290,9 @@ def gamma_vs_n(cfg: Config, paths: Paths, deadline: Deadline) -> dict[str, Any]:
         cfg.fig3a, steps=g.steps, seeds=g.seeds, batch_size=g.batch_size,
         task=dataclasses.replace(cfg.fig3a.task, num_context=n),
         model=dataclasses.replace(cfg.fig3a.model, key_size=cfg.fig3a.task.input_dim + 1))
-    res = train_experiment(f"fig13_n{n}", cfg, exp, paths, deadline)
+    # N = 10 with fig3a's settings is fig3a itself: reuse its checkpoint, do not retrain.
+    name = "fig3a" if exp == cfg.fig3a else f"fig13_n{n}"
+    res = train_experiment(name, cfg, exp, paths, deadline)
     rows.append({"num_context": n, "eig_min": float(lo), "eig_max": float(hi),
                  "gamma": res["weights"]["gamma"], "eta": res["weights"]["eta"],
                  "gdpp_gamma": res["references"]["gdpp"]["gammas"][0],

@@ -128,15 +128,19 @@ def _construction(input_dim, output_dim, w0, x_value_scale, p_diag_x, p_diag_y) 
     w0 = jnp.zeros((dy, dx), _F32) if w0 is None else jnp.asarray(w0, _F32)
     if w0.shape != (dy, dx):
         raise ValueError(f"w0 must have shape [Dy, Dx] = ({dy}, {dx}); got {w0.shape}")
-    project_x = jnp.zeros((d, d), _F32).at[:dx, :dx].set(jnp.eye(dx))
+    # Constant blocks in numpy: only the entries that depend on (η, γ, W_0) are traced.
+    is_x = np.arange(d) < dx
+    project_x = np.diag(is_x).astype(np.float32)
     # v_i = e_i W_v = (s·x_i, W_0 x_i − y_i): x-part scaled by s, y-part the W_0 residual.
-    w_v = jnp.zeros((d, d), _F32)
-    w_v = w_v.at[:dx, :dx].set(x_value_scale * jnp.eye(dx))
-    w_v = w_v.at[:dx, dx:].set(w0.T)
-    w_v = w_v.at[dx:, dx:].set(-jnp.eye(dy))
-    p_diag = jnp.concatenate([jnp.broadcast_to(p_diag_x, (dx,)), jnp.broadcast_to(p_diag_y, (dy,))])
-    w_p = jnp.diag(p_diag.astype(_F32))
-    return {"w_q": project_x[None], "w_k": project_x[None], "w_v": w_v[None], "w_p": w_p[None]}
+    w_v = np.diag(np.where(is_x, x_value_scale, -1.0)).astype(np.float32)
+    w_v = jnp.asarray(w_v) + jnp.pad(w0.T, ((0, dy), (dx, 0)))
+    w_p = jnp.diag(jnp.where(is_x, p_diag_x, p_diag_y).astype(_F32))
+    return {
+        "w_q": jnp.asarray(project_x)[None],
+        "w_k": jnp.asarray(project_x)[None],
+        "w_v": w_v[None],
+        "w_p": w_p[None],
+    }
 
 
 def prop1_params(input_dim: int, output_dim: int, eta, num_context: int, w0=None) -> dict[str, jax.Array]:
@@ -245,7 +249,9 @@ def _fit(key, sample_batch, num_layers, shared, steps, learning_rate, init_eta, 
             updates, opt_state = optimizer.update(grads, opt_state, p)
             return (optax.apply_updates(p, updates), opt_state), loss
 
-        (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jax.random.split(k_train, steps))
+        (params, _), _ = jax.lax.scan(
+            step, (params, optimizer.init(params)), jax.random.split(k_train, steps)
+        )
         return params, loss_fn(params, sample_batch(k_eval))
 
     params, final_loss = run(params, key)
@@ -298,7 +304,9 @@ def fit_gd(
     clip_norm: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Like ``fit_gd_plus_plus`` for plain GD-K (γ = 0): returns (etas [K], final loss)."""
-    etas, _, loss = _fit(key, sample_batch, num_layers, shared, steps, learning_rate, init_eta, None, clip_norm)
+    etas, _, loss = _fit(
+        key, sample_batch, num_layers, shared, steps, learning_rate, init_eta, None, clip_norm
+    )
     return etas, loss
 
 
@@ -314,7 +322,9 @@ def _attention_weights(attn_params: SelfAttention | Mapping[str, Any]) -> tuple[
     if isinstance(attn_params, Mapping) and all(n in attn_params for n in names):
         # Values may be arrays or nnx Variables (from nnx.state); [...] reads both.
         return tuple(jnp.asarray(attn_params[n][...]) for n in names)
-    raise ValueError(f"attn_params must be a SelfAttention or a mapping with keys {names}; got {type(attn_params)}")
+    raise ValueError(
+        f"attn_params must be a SelfAttention or a mapping with keys {names}; got {type(attn_params)}"
+    )
 
 
 def interaction_products(attn_params: SelfAttention | Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
@@ -352,7 +362,9 @@ def interpolate_products(a, b, weight: float = 0.5) -> tuple[jax.Array, jax.Arra
     return tuple((1.0 - weight) * ma + weight * mb for ma, mb in zip(a, b, strict=True))
 
 
-def extract_eta_gamma(m_pv: jax.Array, input_dim: int, output_dim: int, num_context: int) -> tuple[jax.Array, jax.Array]:
+def extract_eta_gamma(
+    m_pv: jax.Array, input_dim: int, output_dim: int, num_context: int
+) -> tuple[jax.Array, jax.Array]:
     """Read (η, γ) off β-rescaled products, matching ``gd_plus_plus_params``.
 
     γ = −mean(x-block diagonal of M_PV), η/N = −mean(y-block diagonal of M_PV).
@@ -366,7 +378,9 @@ def extract_eta_gamma(m_pv: jax.Array, input_dim: int, output_dim: int, num_cont
       (η, γ) scalars.
     """
     if m_pv.ndim != 3 or m_pv.shape[-1] != input_dim + output_dim:
-        raise ValueError(f"m_pv must be [H, D, D] with D = Dx + Dy = {input_dim + output_dim}; got {m_pv.shape}")
+        raise ValueError(
+            f"m_pv must be [H, D, D] with D = Dx + Dy = {input_dim + output_dim}; got {m_pv.shape}"
+        )
     diag = jnp.diagonal(m_pv.sum(0))
     gamma = -jnp.mean(diag[:input_dim])
     eta = -jnp.mean(diag[input_dim:]) * num_context
@@ -390,7 +404,8 @@ def _per_task_prediction_and_sensitivity(predict, batch: RegressionBatch) -> tup
         sensitivity, y_hat = jax.jacrev(predict_one, has_aux=True)(task.x_query)
         return y_hat, sensitivity
 
-    return jax.vmap(one_task)(batch)
+    # One compiled program per predictor instead of op-by-op dispatch.
+    return jax.jit(jax.vmap(one_task))(batch)
 
 
 def alignment(
