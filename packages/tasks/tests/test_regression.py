@@ -121,6 +121,8 @@ def test_linear_shapes_dtypes_and_targets(key_kind):
     yc, yq = _wx(b)
     np.testing.assert_allclose(_np(b.y_context), yc, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(_np(b.y_query), yq, rtol=1e-5, atol=1e-6)
+    # The query is a fresh input, not a copy of a context input.
+    assert not np.any(np.all(_np(b.x_context) == _np(b.x_query)[:, None, :], axis=-1))
 
 
 @pytest.mark.parametrize("key_kind", sorted(KEY_MAKERS))

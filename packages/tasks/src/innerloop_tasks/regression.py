@@ -337,7 +337,7 @@ def _linear_impl(
         x = (u_x - 0.5) * (jnp.asarray(range_factor, _F32) * jnp.asarray(input_scale, _F32))
     else:
         x = _mixed_inputs(u_x, u_family, input_scale)
-    x_context, x_query = x[:, :n], x[:, 0]
+    x_context, x_query = x[:, :n], x[:, n]
 
     y_context = _apply(w, x_context)
     y_query = _apply(w, x_query)
