@@ -104,6 +104,17 @@ def _stack(params_per_layer, tied, depth):
     return model
 
 
+@pytest.fixture(scope="module")
+def validation():
+    """10⁴ code-convention tasks, the size the authors evaluate on."""
+    return _generated(5, 10_000)
+
+
+@pytest.fixture(scope="module")
+def gd1_search(validation):
+    return gd.line_search_eta(validation)
+
+
 # ---- §8 tests 1 and 4: Prop 1 is one GD step for every token ---------------------------
 
 
@@ -132,8 +143,8 @@ def test_prop1_with_zero_w0_on_plain_tokens_equals_gd_predict():
 # ---- §8 test 2: readout sign guard -------------------------------------------------------
 
 
-def test_readout_sign_guard(validation):
-    eta, best_loss = gd.line_search_eta(validation)
+def test_readout_sign_guard(validation, gd1_search):
+    eta, best_loss = gd1_search
     out = _lsa(gd.prop1_params(INPUT_DIM, 1, eta, NUM_CONTEXT), constructed_tokens(validation))
     right = gd.query_loss(gd.readout(out, 1), validation.y_query)
     wrong = gd.query_loss(-gd.readout(out, 1), validation.y_query)
@@ -307,32 +318,27 @@ def test_damped_steps():
 # ---- baselines -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def validation():
-    return _generated(5, 10_000)
-
-
-def test_line_search_gd1_loss_code_convention(validation):
-    eta, loss = gd.line_search_eta(validation)
+def test_line_search_gd1_loss_code_convention(validation, gd1_search):
+    eta, loss = gd1_search
     assert 0.19 <= float(loss) <= 0.22  # sheet §5 row 1
     assert 0.001 < float(eta) < 24.9  # an interior optimum of the grid
     grid_loss = gd.query_loss(gd.gd_predict(validation, jnp.array([eta])), validation.y_query)
     np.testing.assert_allclose(grid_loss, loss, rtol=1e-6)
 
 
-def test_line_search_scaling_law(validation):
+def test_line_search_scaling_law(validation, gd1_search):
     # Sheet §8 test 9: x -> c·x (same W) multiplies the best loss by c² and divides η by c².
     paper = _generated(5, 10_000, convention="paper")  # same key: same W, x doubled
     np.testing.assert_array_equal(paper.w, validation.w)
     np.testing.assert_allclose(paper.x_context, 2 * validation.x_context, rtol=1e-6, atol=1e-7)
-    eta_code, loss_code = gd.line_search_eta(validation)
+    eta_code, loss_code = gd1_search
     eta_paper, loss_paper = gd.line_search_eta(paper)
     assert abs(float(loss_paper / loss_code) / 4 - 1) < 0.05
     assert abs(float(eta_code / eta_paper) / 4 - 1) < 0.05
 
 
-def test_gd_steps_improve_and_line_search_rejects_bad_input(validation):
-    _, loss1 = gd.line_search_eta(validation, 1)
+def test_gd_steps_improve_and_line_search_rejects_bad_input(validation, gd1_search):
+    _, loss1 = gd1_search
     _, loss2 = gd.line_search_eta(validation, 2)
     assert float(loss2) < float(loss1)
     with pytest.raises(ValueError, match="num_steps"):
