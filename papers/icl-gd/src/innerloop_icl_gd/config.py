@@ -73,13 +73,15 @@ class Experiment:
   gdpp_fit_steps: int = 1000        # Adam steps fitting GD++'s (η, γ)
   gdpp_fit_batch: int = 512
   gdpp_fit_lr: float = 1e-3
-  analyses: bool = False            # interpolation, OOD sweeps, dampening (1-layer models)
+  analyses: bool = False            # interpolation and dampening (tied 1-layer linear models)
+  ood: bool = False                 # OOD sweeps of input and target scale vs GD-K / GD++-K
+  pool_size: int | None = None      # train on a fixed set of this many tasks (Fig 16)
 
 
 @dataclasses.dataclass(frozen=True)
 class Ood:
   input_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-  target_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0)
+  target_scales: tuple[float, ...] = (1.0, 2.0, 3.0)  # the points of the sheet's check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +116,10 @@ class Sine:
   mlp_hidden: int = 160
   num_context: int = 10
   convention: SineConvention = SineConvention.CODE
+  init_scale: float = 0.002         # variance scale of every layer of emb+MLP+LSA (0.002/K)
+  control_init_scale: float = 0.02  # variance scale of the GD control's embedding + MLP
+  control_eta_init: float = 1.0     # initial η of the control's GD step (our choice)
+  alignment_tasks: int = 1000       # validation tasks of the ∂ŷ/∂x_q comparison
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +134,12 @@ class StandardTokens:
   clip_global_norm: float = 10.0
   pe_size: int = 10
   key_size: int = 20
-  init_scale: float = 0.02
+  init_scale: float = 0.02          # variance scale before dividing by the 2 layers
+  num_context: int = 10
+  input_dim: int = 10
+  convention: InputConvention = InputConvention.CODE
+  readout: str = "increment"        # increment | raw (see nonlinear.standard_predict)
+  sensitivity_tasks: int = 256      # validation tasks of the layer-1 sensitivity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,12 +148,12 @@ class Config:
   validation_tasks: int = 10000
   validation_seed: int = 5          # the authors' fixed evaluation key
   checkpoint_every: int = 500
-  fig2: Experiment = Experiment(analyses=True)
-  fig3a: Experiment = Experiment(steps=3000, model=Model(num_layers=2), gd_steps=2)
+  fig2: Experiment = Experiment(analyses=True, ood=True)
+  fig3a: Experiment = Experiment(steps=3000, model=Model(num_layers=2), gd_steps=2, ood=True)
   fig3b: Experiment = Experiment(
       enabled=False, steps=50000, seeds=5, learning_rate=5e-4, gd_steps=5,
       model=Model(num_layers=5, tied=False, token_clip=10.0), gdpp_fit_steps=30000,
-      gdpp_fit_lr=1e-4)
+      gdpp_fit_lr=1e-4, ood=True)
   fig7: Experiment = Experiment(
       enabled=False, steps=15000, seeds=5, learning_rate=5e-4, gd_steps=10,
       model=Model(num_layers=10, token_clip=10.0))
@@ -150,6 +161,25 @@ class Config:
       enabled=False, steps=5000, seeds=1, model=Model(attention="softmax", num_heads=1))
   fig12_softmax2: Experiment = Experiment(
       enabled=False, steps=5000, seeds=1, model=Model(attention="softmax", num_heads=2))
+  # Fig 8: 12 untied blocks of 4-head LSA + MLP, no LN. The MLP width is not given in the
+  # paper; 4x the token width (44) is our assumption.
+  fig8: Experiment = Experiment(
+      enabled=False, steps=50000, seeds=5, learning_rate=5e-4, gd_steps=12,
+      model=Model(num_layers=12, tied=False, num_heads=4, mlp_hidden=44, token_clip=10.0),
+      gdpp_fit_steps=30000, gdpp_fit_lr=1e-4)
+  # Fig 9: weight products of a recurrent 3-layer model (the 1-layer one is fig2's).
+  fig9: Experiment = Experiment(enabled=False, steps=5000, seeds=5, gd_steps=3,
+                                learning_rate=5e-4, model=Model(num_layers=3, token_clip=10.0))
+  # Fig 14: LayerNorm before attention (1 layer), compared with GD-1 in and out of distribution.
+  fig14: Experiment = Experiment(enabled=False, steps=15000, seeds=5, ood=True,
+                                 model=Model(layer_norm=True))
+  # Fig 15: phase transitions of 1-head vs 2-head 1-layer LSA over 10 seeds.
+  fig15_heads1: Experiment = Experiment(enabled=False, steps=5000, seeds=10)
+  fig15_heads2: Experiment = Experiment(enabled=False, steps=5000, seeds=10,
+                                        model=Model(num_heads=2))
+  # Fig 16: 1-layer LSA trained on fixed sets of 128 / 8192 tasks.
+  fig16_pool128: Experiment = Experiment(enabled=False, steps=5000, seeds=5, pool_size=128)
+  fig16_pool8192: Experiment = Experiment(enabled=False, steps=5000, seeds=5, pool_size=8192)
   ood: Ood = Ood()
   dampening: Dampening = Dampening()
   gamma_vs_n: GammaVsN = GammaVsN()
@@ -165,26 +195,28 @@ PROFILES: dict[str, Config] = {
     "tiny": Config(
         validation_tasks=2000,
         checkpoint_every=200,
-        fig2=Experiment(analyses=True, **{**_TINY_EXP, "steps": 800}),
-        fig3a=Experiment(model=Model(num_layers=2), gd_steps=2, **_TINY_EXP),
+        fig2=Experiment(analyses=True, ood=True, **{**_TINY_EXP, "steps": 800}),
+        fig3a=Experiment(model=Model(num_layers=2), gd_steps=2, ood=True, **_TINY_EXP),
         ood=Ood(input_scales=(0.5, 1.0, 2.0), target_scales=(1.0, 3.0)),
         dampening=Dampening(rollout_steps=10),
         gamma_vs_n=GammaVsN(num_contexts=(10, 25), eigen_tasks=1000, steps=600,
                             batch_size=512),
-        sine=Sine(steps=200, batch_size=128, eval_every=100),
-        standard=StandardTokens(steps=200, batch_size=128, eval_every=100),
+        sine=Sine(steps=200, batch_size=128, eval_every=100, alignment_tasks=200),
+        standard=StandardTokens(steps=200, batch_size=128, eval_every=100,
+                                sensitivity_tasks=64),
     ),
     # ≤ 20 min on 2 CPU cores: Figs 1/10, 2 (2 seeds), 3a and 13 at N = 10, 25 (1 seed).
     "cpu": Config(
-        fig3a=Experiment(steps=3000, seeds=1, model=Model(num_layers=2), gd_steps=2),
+        fig3a=Experiment(steps=3000, seeds=1, model=Model(num_layers=2), gd_steps=2, ood=True),
         gamma_vs_n=GammaVsN(num_contexts=(10, 25), steps=3000, seeds=1, batch_size=2048),
     ),
     # The paper's scale (one GPU): 5 seeds, paper step counts, every figure.
     "full": Config(
-        fig2=Experiment(analyses=True, seeds=5),
-        fig3a=Experiment(steps=5000, seeds=5, model=Model(num_layers=2), gd_steps=2),
-        fig3b=dataclasses.replace(Config.fig3b, enabled=True),
-        fig7=dataclasses.replace(Config.fig7, enabled=True),
+        fig2=Experiment(analyses=True, ood=True, seeds=5),
+        fig3a=Experiment(steps=5000, seeds=5, model=Model(num_layers=2), gd_steps=2, ood=True),
+        **{name: dataclasses.replace(getattr(Config, name), enabled=True)
+           for name in ("fig3b", "fig7", "fig8", "fig9", "fig14", "fig15_heads1",
+                        "fig15_heads2", "fig16_pool128", "fig16_pool8192")},
         fig12_softmax1=Experiment(steps=10000, seeds=5,
                                   model=Model(attention="softmax", num_heads=1)),
         fig12_softmax2=Experiment(steps=10000, seeds=5,
@@ -196,4 +228,6 @@ PROFILES: dict[str, Config] = {
 }
 
 # The linear-regression experiments, in the order they run.
-LSA_EXPERIMENTS = ("fig2", "fig3a", "fig3b", "fig7", "fig12_softmax1", "fig12_softmax2")
+LSA_EXPERIMENTS = ("fig2", "fig3a", "fig3b", "fig7", "fig8", "fig9", "fig12_softmax1",
+                   "fig12_softmax2", "fig14", "fig15_heads1", "fig15_heads2", "fig16_pool128",
+                   "fig16_pool8192")

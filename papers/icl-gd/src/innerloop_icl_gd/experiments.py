@@ -18,7 +18,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from innerloop_core import config as core_config
 from innerloop_core import runlog
@@ -64,6 +63,20 @@ def task_sampler(exp: Experiment, batch_size: int, **overrides):
   return functools.partial(
       tasks.linear_regression_tasks, batch_size=batch_size, num_context=t.num_context,
       input_dim=t.input_dim, output_dim=t.output_dim, convention=t.convention, **overrides)
+
+
+# Fixed training sets (Fig 16) are drawn from their own key, shared by all seeds.
+POOL_SEED = 1016
+
+
+def training_sampler(exp: Experiment):
+  """key -> a training batch: fresh tasks every step, or draws from a fixed pool (Fig 16)."""
+  if exp.pool_size is None:
+    return task_sampler(exp, exp.batch_size)
+  if exp.pool_size < 1:
+    raise ValueError(f"pool_size must be a positive int or none, got {exp.pool_size}")
+  pool = task_sampler(exp, exp.pool_size)(jax.random.key(POOL_SEED))
+  return lambda key: tasks.sample_from_pool(key, pool, exp.batch_size)
 
 
 def validation_batch(cfg: Config, exp: Experiment, **overrides) -> tasks.RegressionBatch:
@@ -114,7 +127,7 @@ def train_experiment(name: str, cfg: Config, exp: Experiment, paths: Paths,
   val = validation_batch(cfg, exp)
   refs = fit_references(cfg, exp, val)
   predict_gd, predict_gdpp = reference_predictors(refs)
-  sample = task_sampler(exp, exp.batch_size)
+  sample = training_sampler(exp)
 
   def loss(model, batch):
     return gd.query_loss(transformer_predict(model, batch), batch.y_query)
@@ -146,13 +159,17 @@ def train_experiment(name: str, cfg: Config, exp: Experiment, paths: Paths,
       "final": {k: v for k, v in result.history[-1].items() if k != "step"},
       "curves": curves(result.history),
   }
-  out["final"]["loss_ratio_gd"] = [l / refs["gd"]["loss"] for l in out["final"]["val_loss"]]
-  out["final"]["loss_ratio_gdpp"] = [
-      l / refs["gdpp"]["loss"] for l in out["final"]["val_loss"]]
+  final = out["final"]
+  final["loss_ratio_gd"] = [v / refs["gd"]["loss"] for v in final["val_loss"]]
+  final["loss_ratio_gdpp"] = [v / refs["gdpp"]["loss"] for v in final["val_loss"]]
+  final["steps_to_gd"] = steps_to_reach(out["curves"]["val_loss"], 1.05 * refs["gd"]["loss"],
+                                        exp.steps)
   if exp.model.attention == "linear" and exp.model.tied:
     out["weights"] = trained_eta_gamma(result, exp)
   if exp.analyses:
     out.update(analyses(cfg, exp, result, refs, val))
+  if exp.ood:
+    out["ood"] = ood_sweeps(cfg, exp, result, refs)
   runlog.write_json(paths.results / f"{name}.json", out)
   return out
 
@@ -169,8 +186,18 @@ def curves(history: list[dict[str, Any]]) -> dict[str, Any]:
   return out
 
 
-def trained_eta_gamma(result: TrainResult, exp: Experiment) -> dict[str, list[float]]:
-  """η and γ read off each seed's trained (tied, linear) layer after β-rescaling."""
+def steps_to_reach(curve: dict[str, Any], threshold: float, never: int) -> list[float]:
+  """Per seed, the first logged step whose loss is <= threshold (`never` + 1 if none)."""
+  out = []
+  for values in curve["value"]:
+    hits = [step for step, v in zip(curve["step"], values) if v <= threshold]
+    out.append(float(hits[0] if hits else never + 1))
+  return out
+
+
+def trained_eta_gamma(result: TrainResult, exp: Experiment) -> dict[str, Any]:
+  """η and γ read off each seed's trained (tied, linear) layer after β-rescaling, and the
+  rescaled products M_KQ, M_PV of seed 0 (summed over heads) for the Fig 9 heat maps."""
   etas, gammas = [], []
   for s in range(len(result.seeds)):
     attention = result.model(s).blocks[0].attention
@@ -179,7 +206,36 @@ def trained_eta_gamma(result: TrainResult, exp: Experiment) -> dict[str, list[fl
                                       exp.task.num_context)
     etas.append(float(eta))
     gammas.append(float(gamma))
-  return {"eta": etas, "gamma": gammas}
+    if s == 0:
+      products = {"m_kq": np.asarray(m_kq.sum(0)).tolist(),
+                  "m_pv": np.asarray(m_pv.sum(0)).tolist()}
+  return {"eta": etas, "gamma": gammas, "products_seed0": products}
+
+
+def ood_sweeps(cfg: Config, exp: Experiment, result: TrainResult, refs: dict[str, Any]
+               ) -> dict[str, Any]:
+  """Loss of each seed and of GD-K / GD++-K when inputs or targets are scaled by α (Fig 6)."""
+  predict_gd, predict_gdpp = reference_predictors(refs)
+  loss_of = lambda predict, b: float(gd.query_loss(predict(b), b.y_query))  # noqa: E731
+  inputs = [validation_batch(cfg, exp, input_scale=a) for a in cfg.ood.input_scales]
+  targets = [validation_batch(cfg, exp, target_scale=a) for a in cfg.ood.target_scales]
+  out: dict[str, Any] = {"input_scales": list(cfg.ood.input_scales),
+                         "target_scales": list(cfg.ood.target_scales)}
+  for who, predict in (("gd", predict_gd), ("gdpp", predict_gdpp)):
+    out[f"{who}_input"] = [loss_of(predict, b) for b in inputs]
+    out[f"{who}_target"] = [loss_of(predict, b) for b in targets]
+  models = [result.model(s) for s in range(len(result.seeds))]
+  predict_tf = jax.jit(lambda model, b: transformer_predict(model, b))
+  out["trained_input"] = [[loss_of(lambda b: predict_tf(m, b), b) for b in inputs]
+                          for m in models]
+  out["trained_target"] = [[loss_of(lambda b: predict_tf(m, b), b) for b in targets]
+                           for m in models]
+  # |log L_TF - log L_GD| per seed and scale: the sheet's "tracks GD" measure (row 13).
+  for axis in ("input", "target"):
+    out[f"log_ratio_{axis}_max"] = [
+        float(np.max(np.abs(np.log(np.asarray(tr)) - np.log(np.asarray(out[f"gd_{axis}"])))))
+        for tr in out[f"trained_{axis}"]]
+  return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,10 +248,9 @@ def analyses(cfg: Config, exp: Experiment, result: TrainResult, refs: dict[str, 
   eta = refs["gd"]["eta"]
   construction = gd.prop1_params(t.input_dim, t.output_dim, eta, t.num_context)
   prop1_products = gd.interaction_products(construction)
-  predict_gd = lambda b: gd.gd_predict(b, jnp.asarray([eta]))  # noqa: E731
   loss_of = lambda predict, b: float(gd.query_loss(predict(b), b.y_query))  # noqa: E731
 
-  interp, ood_in, ood_target, damp = [], [], [], []
+  interp, damp = [], []
   for s in range(len(result.seeds)):
     model = result.model(s)
     trained = gd.rescale_products(*gd.interaction_products(model.blocks[0].attention),
@@ -209,26 +264,12 @@ def analyses(cfg: Config, exp: Experiment, result: TrainResult, refs: dict[str, 
       return gd.readout(tokens + delta, t.output_dim)
 
     interp.append(loss_of(predict_mixed, val))
-    predict_tf = lambda b, model=model: transformer_predict(model, b)  # noqa: E731
-    ood_in.append([loss_of(predict_tf, validation_batch(cfg, exp, input_scale=a))
-                   for a in cfg.ood.input_scales])
-    ood_target.append([loss_of(predict_tf, validation_batch(cfg, exp, target_scale=a))
-                       for a in cfg.ood.target_scales])
     damp.append(rollout_losses(model, val, cfg.dampening.lambdas,
                                cfg.dampening.rollout_steps))
   gd_model = prop1_model(t, eta)
   gd_damp = rollout_losses(gd_model, val, cfg.dampening.lambdas, cfg.dampening.rollout_steps)
   return {
       "interpolated": {"val_loss": interp},
-      "ood": {
-          "input_scales": list(cfg.ood.input_scales),
-          "target_scales": list(cfg.ood.target_scales),
-          "trained_input": ood_in, "trained_target": ood_target,
-          "gd_input": [loss_of(predict_gd, validation_batch(cfg, exp, input_scale=a))
-                       for a in cfg.ood.input_scales],
-          "gd_target": [loss_of(predict_gd, validation_batch(cfg, exp, target_scale=a))
-                        for a in cfg.ood.target_scales],
-      },
       "dampening": {
           "lambdas": list(cfg.dampening.lambdas),
           "trained": damp,

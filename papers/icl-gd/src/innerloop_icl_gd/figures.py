@@ -55,18 +55,55 @@ def _loss_and_alignment(name: str, res: dict, paths: PaperPaths, title: str) -> 
   F.savefig(fig, paths.figures / f"{name}.png", _note(paths, len(res["seeds"])))
 
 
-def _ood(res: dict, paths: PaperPaths) -> None:
+def _ood(name: str, res: dict, paths: PaperPaths) -> None:
+  """Fig 6: loss when inputs or targets are scaled by α, trained model vs GD-K and GD++-K."""
   ood = res["ood"]
+  k = res["references"]["gd"]["steps"]
   fig, ax = F.subplots(1, 2)
-  for panel, (scales, tr, ref, xl) in enumerate((
-      (ood["input_scales"], ood["trained_input"], ood["gd_input"], "input scale α"),
-      (ood["target_scales"], ood["trained_target"], ood["gd_target"], "target scale α"))):
+  for panel, axis, xl in ((0, "input", "input scale α"), (1, "target", "target scale α")):
     a = ax[0, panel]
-    F.plot_seeds(a, scales, tr, "trained TF", F.COLORS["trained"])
-    a.plot(scales, ref, color=F.COLORS["gd"], ls="--", marker=".", label="GD-1")
-    a.set(xlabel=xl, ylabel="loss", yscale="log", title="out of distribution")
+    scales = ood[f"{axis}_scales"]
+    F.plot_seeds(a, scales, ood[f"trained_{axis}"], "trained TF", F.COLORS["trained"])
+    a.plot(scales, ood[f"gd_{axis}"], color=F.COLORS["gd"], ls="--", marker=".",
+           label=f"GD-{k}")
+    a.plot(scales, ood[f"gdpp_{axis}"], color=F.COLORS["gd++"], ls=":", marker=".",
+           label=f"GD++-{k}")
+    a.set(xlabel=xl, ylabel="loss", yscale="log", title=f"{name}: out of distribution")
     a.legend()
-  F.savefig(fig, paths.figures / "fig2_ood.png", _note(paths, len(res["seeds"])))
+  F.savefig(fig, paths.figures / f"{name}_ood.png", _note(paths, len(res["seeds"])))
+
+
+def _products(name: str, res: dict, paths: PaperPaths) -> None:
+  """Fig 9: β-rescaled weight products M_KQ = W_Q W_Kᵀ and M_PV = W_V P (seed 0)."""
+  prods = res["weights"]["products_seed0"]
+  fig, ax = F.subplots(1, 2, width=3.0, height=2.8)
+  for i, (key, title) in enumerate((("m_kq", "W_Q W_Kᵀ / β"), ("m_pv", "β · W_V P"))):
+    m = np.asarray(prods[key])
+    lim = float(np.max(np.abs(m))) or 1.0
+    im = ax[0, i].imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax[0, i].set(title=f"{name}: {title}", xticks=[], yticks=[])
+    ax[0, i].grid(False)
+    fig.colorbar(im, ax=ax[0, i], fraction=0.046)
+  F.savefig(fig, paths.figures / f"{name}_products.png", _note(paths, 1, " · seed 0"))
+
+
+def _fixed_task_sets(cfg: Config, paths: PaperPaths) -> None:
+  """Fig 16: validation loss over training when trained on a fixed set of tasks."""
+  names = [n for n in LSA_EXPERIMENTS if n.startswith("fig16_") and getattr(cfg, n).enabled]
+  if not names:
+    return
+  fig, ax = F.subplots(1, 1, width=4.0)
+  for i, name in enumerate(names):
+    res = runlog.read_json(paths.results / f"{name}.json")
+    c = res["curves"]["val_loss"]
+    F.plot_seeds(ax[0, 0], c["step"], c["value"], f"{getattr(cfg, name).pool_size} tasks",
+                 f"C{i}")
+  ax[0, 0].axhline(res["references"]["gd"]["loss"], color=F.COLORS["gd"], ls="--",
+                   label="GD-1")
+  ax[0, 0].set(xlabel="training step", ylabel="validation loss", yscale="log",
+               title="fixed training sets")
+  ax[0, 0].legend()
+  F.savefig(fig, paths.figures / "fig16_fixed_task_sets.png", _note(paths, len(res["seeds"])))
 
 
 def _dampening(res: dict, paths: PaperPaths) -> None:
@@ -109,14 +146,22 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
   """Renders every figure whose results exist for this profile."""
   titles = {"fig2": "1-layer LSA vs GD-1", "fig3a": "recurrent 2-layer LSA",
             "fig3b": "5-layer LSA", "fig7": "recurrent 10-layer LSA",
-            "fig12_softmax1": "1-head softmax SA", "fig12_softmax2": "2-head softmax SA"}
+            "fig8": "12 blocks LSA + MLP", "fig9": "recurrent 3-layer LSA",
+            "fig12_softmax1": "1-head softmax SA", "fig12_softmax2": "2-head softmax SA",
+            "fig14": "1-layer LSA with LayerNorm", "fig15_heads1": "1-head LSA (10 seeds)",
+            "fig15_heads2": "2-head LSA (10 seeds)", "fig16_pool128": "128 fixed tasks",
+            "fig16_pool8192": "8192 fixed tasks"}
   for name in LSA_EXPERIMENTS:
     path = paths.results / f"{name}.json"
     if getattr(cfg, name).enabled:
       res = runlog.read_json(path)
       _loss_and_alignment(name, res, paths, titles[name])
       if "ood" in res:
-        _ood(res, paths)
+        _ood(name, res, paths)
+      if "dampening" in res:
         _dampening(res, paths)
+      if "weights" in res:
+        _products(name, res, paths)
+  _fixed_task_sets(cfg, paths)
   if cfg.gamma_vs_n.enabled:
     _gamma_vs_n(runlog.read_json(paths.results / "fig13.json"), paths)
