@@ -6,9 +6,7 @@ import subprocess
 import sys
 
 import pytest
-
-from innerloop_core.config import (ConfigError, apply_overrides, fingerprint, select_profile,
-                                   to_dict)
+from innerloop_core.config import ConfigError, apply_overrides, fingerprint, select_profile, to_dict
 from innerloop_core.optim import OptimConfig, make_optimizer
 
 
@@ -43,14 +41,27 @@ def test_select_profile_and_unknown_profile():
 
 
 def test_overrides_parse_with_the_declared_types():
-  cfg = apply_overrides(Outer(), ["inner.steps=7", "inner.lr=0.5", "flag=true", "mode=b",
-                                  "inner.clip=none", "inner.sizes=3,4,5", "name=y"])
-  assert cfg == Outer(name="y", flag=True, mode=Mode.B,
-                      inner=Inner(steps=7, lr=0.5, clip=None, sizes=(3, 4, 5)))
+  cfg = apply_overrides(
+    Outer(),
+    [
+      "inner.steps=7",
+      "inner.lr=0.5",
+      "flag=true",
+      "mode=b",
+      "inner.clip=none",
+      "inner.sizes=3,4,5",
+      "name=y",
+    ],
+  )
+  assert cfg == Outer(
+    name="y", flag=True, mode=Mode.B, inner=Inner(steps=7, lr=0.5, clip=None, sizes=(3, 4, 5))
+  )
   assert apply_overrides(Outer(), ["inner.clip=2.5"]).inner.clip == 2.5
 
 
-@pytest.mark.parametrize("override, message", [
+@pytest.mark.parametrize(
+  "override, message",
+  [
     ("inner.stepz=3", "unknown key 'inner.stepz'; allowed at this level: steps, lr, clip, sizes"),
     ("steps=3", "unknown key 'steps'"),
     ("inner.steps=ten", "inner.steps: expected an int, got 'ten'"),
@@ -59,7 +70,8 @@ def test_overrides_parse_with_the_declared_types():
     ("mode=c", "mode: 'c' is not allowed; allowed: a, b"),
     ("inner=3", "inner is a section; set one of: inner.steps"),
     ("inner.steps", "must look like key=value"),
-])
+  ],
+)
 def test_bad_overrides_are_one_line_errors(override, message):
   with pytest.raises(ConfigError) as e:
     apply_overrides(Outer(), [override])
@@ -79,14 +91,18 @@ def test_optimizer_rejects_bad_values():
     make_optimizer(OptimConfig(clip_elementwise=-1.0), 10)
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(
+  "args, message",
+  [
     (["train", "--profile", "gpu"], "error: unknown profile 'gpu'; allowed: tiny, cpu, full"),
     (["train", "--set", "fig2.stepz=1"], "error: unknown key 'fig2.stepz'"),
     (["train", "--set", "fig2.steps=many"], "error: fig2.steps: expected an int, got 'many'"),
-])
+  ],
+)
 def test_paper_cli_bad_input_is_one_line(args, message):
-  r = subprocess.run([sys.executable, "-m", "innerloop_icl_gd", *args], capture_output=True,
-                     text=True, timeout=120)
+  r = subprocess.run(
+    [sys.executable, "-m", "innerloop_icl_gd", *args], capture_output=True, text=True, timeout=120
+  )
   assert r.returncode == 2
   assert r.stderr.strip().splitlines() == [r.stderr.strip()] and message in r.stderr
   assert "Traceback" not in r.stderr

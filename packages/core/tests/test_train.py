@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from innerloop_core.checkpoint import Checkpointer, CheckpointError
 from innerloop_core.train import EXIT_BUDGET
 
@@ -20,9 +19,14 @@ STEPS = 120
 
 
 def _run(run_dir, out, *extra, env=None, **kw):
-  return subprocess.run([sys.executable, str(WORKER), str(run_dir), str(out), str(STEPS), *extra],
-                        env={**os.environ, "INNERLOOP_PLAIN_LOGS": "1", **(env or {})},
-                        capture_output=True, text=True, timeout=300, **kw)
+  return subprocess.run(
+    [sys.executable, str(WORKER), str(run_dir), str(out), str(STEPS), *extra],
+    env={**os.environ, "INNERLOOP_PLAIN_LOGS": "1", **(env or {})},
+    capture_output=True,
+    text=True,
+    timeout=300,
+    **kw,
+  )
 
 
 def _committed_steps(ckpt_dir):
@@ -43,9 +47,12 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_metrics(tmp_path, uninterrupted):
   run_dir, out = tmp_path / "run", tmp_path / "out.json"
-  proc = subprocess.Popen([sys.executable, str(WORKER), str(run_dir), str(out), str(STEPS)],
-                          env={**os.environ, "INNERLOOP_PLAIN_LOGS": "1"},
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    [sys.executable, str(WORKER), str(run_dir), str(out), str(STEPS)],
+    env={**os.environ, "INNERLOOP_PLAIN_LOGS": "1"},
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   ckpt_dir = run_dir / "checkpoints"
   deadline = time.monotonic() + 120
   # Kill with SIGKILL (no cleanup) once a mid-run checkpoint exists.
@@ -104,13 +111,14 @@ def test_checkpoint_with_other_structure_is_refused(tmp_path):
 def test_corrupt_checkpoint_is_detected(tmp_path):
   big = {"a": jnp.arange(4096.0)}
   Checkpointer(tmp_path, "fp-1").save(1, big, {})
-  data = [p for p in (tmp_path / "1" / "state").rglob("*")
-          if p.is_file() and p.stat().st_size > 1000]
+  data = [
+    p for p in (tmp_path / "1" / "state").rglob("*") if p.is_file() and p.stat().st_size > 1000
+  ]
   assert data, "no data file found to corrupt"
   for p in data:
     raw = bytearray(p.read_bytes())
     mid = len(raw) // 2
-    raw[mid:mid + 64] = bytes((b ^ 0xFF) for b in raw[mid:mid + 64])
+    raw[mid : mid + 64] = bytes((b ^ 0xFF) for b in raw[mid : mid + 64])
     p.write_bytes(bytes(raw))
   with pytest.raises(CheckpointError, match="corrupt|unreadable"):
     Checkpointer(tmp_path, "fp-1").restore_latest(big)

@@ -9,9 +9,8 @@ import sys
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
 from innerloop_core import optim, runlog
-from innerloop_core.train import BudgetExhausted, Deadline, EXIT_BUDGET, LoopConfig, train
+from innerloop_core.train import EXIT_BUDGET, BudgetExhausted, Deadline, LoopConfig, train
 
 
 class TinyMLP(nnx.Module):
@@ -45,16 +44,23 @@ def main():
   fingerprint = sys.argv[4] if len(sys.argv) > 4 else "tiny-mlp-v1"
   tx = optim.make_optimizer(optim.OptimConfig(learning_rate=3e-3, clip_global_norm=1.0), steps)
   try:
-    result = train(name="tiny-mlp", init=TinyMLP, sample_batch=sample_batch, loss=loss,
-                   optimizer=tx, loop=LoopConfig(steps, eval_every=20, checkpoint_every=10,
-                                                 log_every_s=0.0),
-                   seeds=(0, 1, 2), run_dir=run_dir, fingerprint=fingerprint,
-                   evaluate=evaluate, deadline=Deadline.from_env())
+    result = train(
+      name="tiny-mlp",
+      init=TinyMLP,
+      sample_batch=sample_batch,
+      loss=loss,
+      optimizer=tx,
+      loop=LoopConfig(steps, eval_every=20, checkpoint_every=10, log_every_s=0.0),
+      seeds=(0, 1, 2),
+      run_dir=run_dir,
+      fingerprint=fingerprint,
+      evaluate=evaluate,
+      deadline=Deadline.from_env(),
+    )
   except BudgetExhausted as e:
     print(e, file=sys.stderr)
     return EXIT_BUDGET
-  runlog.write_json(out, {"history": result.history,
-                          "params": jax.tree.leaves(result.params)})
+  runlog.write_json(out, {"history": result.history, "params": jax.tree.leaves(result.params)})
   return 0
 
 

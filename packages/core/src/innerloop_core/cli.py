@@ -55,6 +55,7 @@ class PaperPaths:
 @dataclasses.dataclass(frozen=True)
 class Paper:
   """What a paper plugs into the shared command line."""
+
   slug: str
   root: pathlib.Path
   profiles: Mapping[str, Any]
@@ -63,16 +64,22 @@ class Paper:
 
 
 def _parser(paper: Paper) -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog=f"python -m innerloop_{paper.slug.replace('-', '_')}",
-                              description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog=f"python -m innerloop_{paper.slug.replace('-', '_')}",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("command", choices=("train", "figures", "check", "all", "show-config"))
   p.add_argument("--profile", default="cpu")
   p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
   p.add_argument("--budget-s", type=float, default=None)
   p.add_argument("--strict", action="store_true")
-  p.add_argument("--root", type=pathlib.Path, default=None,
-                 help="paper directory (default: the package's papers/<slug>)")
+  p.add_argument(
+    "--root",
+    type=pathlib.Path,
+    default=None,
+    help="paper directory (default: the package's papers/<slug>)",
+  )
   return p
 
 
@@ -102,7 +109,8 @@ def main(paper: Paper, argv: Sequence[str] | None = None) -> int:
   root = (args.root or _default_root(paper)).absolute()
   try:
     cfg = core_config.apply_overrides(
-        core_config.select_profile(paper.profiles, args.profile), args.overrides)
+      core_config.select_profile(paper.profiles, args.profile), args.overrides
+    )
   except core_config.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -114,13 +122,22 @@ def main(paper: Paper, argv: Sequence[str] | None = None) -> int:
     if args.command in ("train", "all"):
       t0 = time.perf_counter()
       paths.results.mkdir(parents=True, exist_ok=True)
-      runlog.write_json(paths.results / "manifest.json", runlog.manifest(
-          {"profile": args.profile, "overrides": list(args.overrides),
-           "resolved": core_config.to_dict(cfg)},
-          extra_packages=(f"innerloop-{paper.slug}",)))
+      runlog.write_json(
+        paths.results / "manifest.json",
+        runlog.manifest(
+          {
+            "profile": args.profile,
+            "overrides": list(args.overrides),
+            "resolved": core_config.to_dict(cfg),
+          },
+          extra_packages=(f"innerloop-{paper.slug}",),
+        ),
+      )
       paper.train(cfg, paths, Deadline.from_env(args.budget_s))
-      print(f"[{paper.slug}] train ({args.profile}) done in {time.perf_counter() - t0:.0f} s",
-            file=sys.stderr)
+      print(
+        f"[{paper.slug}] train ({args.profile}) done in {time.perf_counter() - t0:.0f} s",
+        file=sys.stderr,
+      )
     if args.command in ("figures", "all"):
       paper.figures(cfg, paths)
     if args.command in ("check", "all"):
@@ -132,7 +149,10 @@ def main(paper: Paper, argv: Sequence[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except FileNotFoundError as e:
-    print(f"error: {e.filename or e} is missing; run the earlier stage first "
-          f"(train -> figures -> check)", file=sys.stderr)
+    print(
+      f"error: {e.filename or e} is missing; run the earlier stage first "
+      f"(train -> figures -> check)",
+      file=sys.stderr,
+    )
     return 2
   return 0

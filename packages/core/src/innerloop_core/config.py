@@ -35,8 +35,7 @@ class ConfigError(ValueError):
 def select_profile(profiles: Mapping[str, C], name: str) -> C:
   """Returns the config of profile `name`; a clear error when it does not exist."""
   if name not in profiles:
-    raise ConfigError(
-        f"unknown profile {name!r}; allowed: {', '.join(profiles)}")
+    raise ConfigError(f"unknown profile {name!r}; allowed: {', '.join(profiles)}")
   return profiles[name]
 
 
@@ -72,8 +71,7 @@ def _parse_value(text: str, tp: Any, key: str) -> Any:
     for a in args:
       if str(a) == text:
         return a
-    raise ConfigError(
-        f"{key}: {text!r} is not allowed; allowed: {', '.join(map(str, args))}")
+    raise ConfigError(f"{key}: {text!r} is not allowed; allowed: {', '.join(map(str, args))}")
   if origin in (tuple, list, Sequence):
     items = [t for t in text.strip("()[] ").split(",") if t.strip()]
     item_tp = args[0] if args else str
@@ -84,8 +82,7 @@ def _parse_value(text: str, tp: Any, key: str) -> Any:
     for m in tp:
       if text == m.value or text == m.name:
         return m
-    raise ConfigError(
-        f"{key}: {text!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    raise ConfigError(f"{key}: {text!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
   if tp is bool:
     return _parse_bool(text, key)
   if tp is int:
@@ -110,7 +107,8 @@ def _set_path(cfg: Any, path: list[str], text: str, full_key: str) -> Any:
   name = path[0]
   if name not in _field_names(cls):
     raise ConfigError(
-        f"unknown key {full_key!r}; allowed at this level: {', '.join(_field_names(cls))}")
+      f"unknown key {full_key!r}; allowed at this level: {', '.join(_field_names(cls))}"
+    )
   hints = typing.get_type_hints(cls)
   current = getattr(cfg, name)
   if len(path) == 1:

@@ -22,7 +22,7 @@ class OptimizerName(enum.Enum):
 
 class Schedule(enum.Enum):
   CONSTANT = "constant"
-  COSINE = "cosine"                # cosine decay to 0 over the run
+  COSINE = "cosine"  # cosine decay to 0 over the run
   WARMUP_COSINE = "warmup_cosine"  # linear warm-up, then cosine decay to 0
 
 
@@ -46,9 +46,11 @@ def learning_rate_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
     return optax.cosine_decay_schedule(cfg.learning_rate, max(num_steps, 1))
   if cfg.schedule is Schedule.WARMUP_COSINE:
     return optax.warmup_cosine_decay_schedule(
-        0.0, cfg.learning_rate, cfg.warmup_steps, max(num_steps, cfg.warmup_steps + 1))
-  raise ConfigError(f"optim.schedule: {cfg.schedule!r}; allowed: "
-                    f"{', '.join(s.value for s in Schedule)}")
+      0.0, cfg.learning_rate, cfg.warmup_steps, max(num_steps, cfg.warmup_steps + 1)
+    )
+  raise ConfigError(
+    f"optim.schedule: {cfg.schedule!r}; allowed: {', '.join(s.value for s in Schedule)}"
+  )
 
 
 def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransformation:
@@ -72,6 +74,7 @@ def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransforma
   elif cfg.name is OptimizerName.SGD:
     chain.append(optax.sgd(lr))
   else:
-    raise ConfigError(f"optim.name: {cfg.name!r}; allowed: "
-                      f"{', '.join(n.value for n in OptimizerName)}")
+    raise ConfigError(
+      f"optim.name: {cfg.name!r}; allowed: {', '.join(n.value for n in OptimizerName)}"
+    )
   return optax.chain(*chain)

@@ -69,8 +69,7 @@ def _format_duration(seconds: float) -> str:
 class Progress:
   """A progress bar on a terminal, periodic plain log lines otherwise."""
 
-  def __init__(self, name: str, total: int, start: int = 0, log_every_s: float = 10.0,
-               stream=None):
+  def __init__(self, name: str, total: int, start: int = 0, log_every_s: float = 10.0, stream=None):
     self.name, self.total, self.start = name, total, start
     self.stream = stream or sys.stderr
     self.log_every_s = log_every_s
@@ -79,8 +78,10 @@ class Progress:
     self._bar = None
     if self.stream.isatty() and not os.environ.get("INNERLOOP_PLAIN_LOGS"):
       from tqdm import tqdm
-      self._bar = tqdm(total=total, initial=start, desc=name, file=self.stream,
-                       dynamic_ncols=True, leave=False)
+
+      self._bar = tqdm(
+        total=total, initial=start, desc=name, file=self.stream, dynamic_ncols=True, leave=False
+      )
 
   def update(self, step: int, metrics: Mapping[str, float] | None = None) -> None:
     now = time.perf_counter()
@@ -96,8 +97,12 @@ class Progress:
     rate = done / max(now - self._t0, 1e-9)
     eta = (self.total - step) / rate if rate > 0 else float("inf")
     shown = "".join(f" {k} {v:.4g}" for k, v in (metrics or {}).items())
-    print(f"[{self.name}] step {step}/{self.total}{shown} | {rate:.1f} steps/s | "
-          f"ETA {_format_duration(eta)}", file=self.stream, flush=True)
+    print(
+      f"[{self.name}] step {step}/{self.total}{shown} | {rate:.1f} steps/s | "
+      f"ETA {_format_duration(eta)}",
+      file=self.stream,
+      flush=True,
+    )
 
   def close(self) -> None:
     if self._bar is not None:
@@ -106,24 +111,37 @@ class Progress:
 
 def git_state(repo: str | pathlib.Path = ".") -> dict[str, Any]:
   """The commit and whether the work tree had uncommitted changes."""
+
   def run(*args: str) -> str | None:
     try:
-      return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
-                            check=True, timeout=10).stdout.strip()
+      return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=10
+      ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
       return None
+
   commit = run("rev-parse", "HEAD")
   status = run("status", "--porcelain", "--untracked-files=no")
   return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "matplotlib",
-             "innerloop-core", "innerloop-tasks")
+_PACKAGES = (
+  "jax",
+  "jaxlib",
+  "flax",
+  "optax",
+  "orbax-checkpoint",
+  "numpy",
+  "matplotlib",
+  "innerloop-core",
+  "innerloop-tasks",
+)
 
 
 def manifest(config: Any, extra_packages: Iterable[str] = ()) -> dict[str, Any]:
   """What produced a run: code version, package versions, device, resolved config."""
   import jax
+
   versions = {}
   for name in (*_PACKAGES, *extra_packages):
     try:
@@ -132,11 +150,11 @@ def manifest(config: Any, extra_packages: Iterable[str] = ()) -> dict[str, Any]:
       versions[name] = None
   devices = jax.devices()
   return {
-      "git": git_state(),
-      "packages": versions,
-      "python": platform.python_version(),
-      "backend": jax.default_backend(),
-      "devices": sorted({f"{d.platform}:{getattr(d, 'device_kind', '?')}" for d in devices}),
-      "device_count": len(devices),
-      "config": config,
+    "git": git_state(),
+    "packages": versions,
+    "python": platform.python_version(),
+    "backend": jax.default_backend(),
+    "devices": sorted({f"{d.platform}:{getattr(d, 'device_kind', '?')}" for d in devices}),
+    "device_count": len(devices),
+    "config": config,
   }

@@ -53,8 +53,8 @@ class LoopConfig:
 @dataclasses.dataclass
 class TrainResult:
   graphdef: Any
-  params: Any                      # nnx.State with a leading seed axis S
-  history: list[dict[str, Any]]    # one row per evaluation: step, train_loss[S], metrics[S]
+  params: Any  # nnx.State with a leading seed axis S
+  history: list[dict[str, Any]]  # one row per evaluation: step, train_loss[S], metrics[S]
   seeds: tuple[int, ...]
   wall_time_s: float
 
@@ -92,18 +92,18 @@ def seed_keys(seeds: Sequence[int], stream: int) -> jax.Array:
 
 
 def train(
-    *,
-    name: str,
-    init: Callable[[jax.Array], nnx.Module],
-    sample_batch: Callable[[jax.Array], Any],
-    loss: Callable[[nnx.Module, Any], jax.Array],
-    optimizer: optax.GradientTransformation,
-    loop: LoopConfig,
-    seeds: Sequence[int],
-    run_dir: str | pathlib.Path,
-    fingerprint: str,
-    evaluate: Callable[[nnx.Module], Mapping[str, jax.Array]] | None = None,
-    deadline: Deadline | None = None,
+  *,
+  name: str,
+  init: Callable[[jax.Array], nnx.Module],
+  sample_batch: Callable[[jax.Array], Any],
+  loss: Callable[[nnx.Module, Any], jax.Array],
+  optimizer: optax.GradientTransformation,
+  loop: LoopConfig,
+  seeds: Sequence[int],
+  run_dir: str | pathlib.Path,
+  fingerprint: str,
+  evaluate: Callable[[nnx.Module], Mapping[str, jax.Array]] | None = None,
+  deadline: Deadline | None = None,
 ) -> TrainResult:
   """Trains len(seeds) models side by side; resumes from `run_dir` if it holds a checkpoint.
 
@@ -111,8 +111,9 @@ def train(
   `run_dir/checkpoints`. Raises `BudgetExhausted` (after saving) when `deadline` expires.
   """
   if loop.num_steps < 0 or loop.eval_every <= 0 or loop.checkpoint_every <= 0:
-    raise ValueError(f"{name}: num_steps must be >= 0 and eval_every, checkpoint_every > 0,"
-                     f" got {loop}")
+    raise ValueError(
+      f"{name}: num_steps must be >= 0 and eval_every, checkpoint_every > 0, got {loop}"
+    )
   seeds = tuple(int(s) for s in seeds)
   if not seeds:
     raise ValueError(f"{name}: seeds must not be empty")
@@ -128,8 +129,7 @@ def train(
 
   def step_one(params, opt_state, data_key, step):
     batch = sample_batch(jax.random.fold_in(data_key, step))
-    value, grads = jax.value_and_grad(
-        lambda p: loss(nnx.merge(graphdef, p), batch))(params)
+    value, grads = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p), batch))(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value
 
@@ -137,6 +137,7 @@ def train(
 
   def eval_one(params):
     return dict(evaluate(nnx.merge(graphdef, params))) if evaluate else {}
+
   eval_step = jax.jit(jax.vmap(eval_one))
 
   ckpt = Checkpointer(run_dir / "checkpoints", fingerprint)
@@ -164,9 +165,11 @@ def train(
     return row
 
   def save(step: int) -> None:
-    ckpt.save(step, (params, opt_state),
-              {"history": history,
-               "wall_time_s": wall_before + time.perf_counter() - t_start})
+    ckpt.save(
+      step,
+      (params, opt_state),
+      {"history": history, "wall_time_s": wall_before + time.perf_counter() - t_start},
+    )
 
   if start == 0 and not history:
     log_row(0, None)
@@ -185,13 +188,16 @@ def train(
         save(step)
       elif deadline.expired():
         save(step)
-        raise BudgetExhausted(f"{name}: time budget ended at step {step}/{loop.num_steps}; "
-                              f"rerun the same command to resume")
+        raise BudgetExhausted(
+          f"{name}: time budget ended at step {step}/{loop.num_steps}; "
+          f"rerun the same command to resume"
+        )
   finally:
     progress.close()
   if ckpt.latest_step() is None:  # num_steps == 0: keep the initial state as the result
     save(0)
   trained_now = time.perf_counter() - t_start if step > start else 0.0
   wall = wall_before + trained_now
-  return TrainResult(graphdef=graphdef, params=params, history=history, seeds=seeds,
-                     wall_time_s=wall)
+  return TrainResult(
+    graphdef=graphdef, params=params, history=history, seeds=seeds, wall_time_s=wall
+  )

@@ -3,15 +3,16 @@
 import pathlib
 
 from innerloop_core import cli
+
 from innerloop_icl_gd import figures, pipeline
 from innerloop_icl_gd.config import PROFILES
 
 PAPER = cli.Paper(
-    slug="icl-gd",
-    root=pathlib.Path(__file__).resolve().parents[2],
-    profiles=PROFILES,
-    train=pipeline.train_all,
-    figures=figures.render_all,
+  slug="icl-gd",
+  root=pathlib.Path(__file__).resolve().parents[2],
+  profiles=PROFILES,
+  train=pipeline.train_all,
+  figures=figures.render_all,
 )
 
 if __name__ == "__main__":

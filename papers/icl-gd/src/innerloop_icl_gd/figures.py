@@ -7,16 +7,15 @@ Published values are drawn where the paper states them (sheet §5), as dotted li
 from __future__ import annotations
 
 import numpy as np
-
 from innerloop_core import figures as F
 from innerloop_core import runlog
 from innerloop_core.cli import PaperPaths
+
 from innerloop_icl_gd.config import LSA_EXPERIMENTS, Config
 
 # γ of the trained recurrent 2-layer model per N (paper A.10), drawn beside ours in Fig 13.
 PUBLISHED_GAMMA = {10: 0.179, 25: 0.099, 50: 0.056, 100: 0.029}
-PUBLISHED_EIG = {10: (1e-10, 4.6), 25: (0.097, 7.712), 50: (0.666, 10.845),
-                 100: (2.870, 17.196)}
+PUBLISHED_EIG = {10: (1e-10, 4.6), 25: (0.097, 7.712), 50: (0.666, 10.845), 100: (2.870, 17.196)}
 
 
 def _note(paths: PaperPaths, seeds: int, extra: str = "") -> str:
@@ -32,25 +31,37 @@ def _loss_and_alignment(name: str, res: dict, paths: PaperPaths, title: str) -> 
   ax[0, 0].axhline(refs["gd"]["loss"], color=F.COLORS["gd"], ls="--", label=f"GD-{k}")
   ax[0, 0].axhline(refs["gdpp"]["loss"], color=F.COLORS["gd++"], ls="--", label=f"GD++-{k}")
   if "interpolated" in res:
-    ax[0, 0].axhline(np.mean(res["interpolated"]["val_loss"]), color=F.COLORS["interpolated"],
-                     ls=":", label="interpolated")
+    ax[0, 0].axhline(
+      np.mean(res["interpolated"]["val_loss"]),
+      color=F.COLORS["interpolated"],
+      ls=":",
+      label="interpolated",
+    )
   hi = max(refs["gd"]["loss"] * 2.2, 0.45)
-  ax[0, 0].set(xlabel="training step", ylabel="loss (½ MSE, query)", title=title,
-               ylim=(0, hi))
+  ax[0, 0].set(xlabel="training step", ylabel="loss (½ MSE, query)", title=title, ylim=(0, hi))
   ax[0, 0].legend()
   for ref, color in (("gd", F.COLORS["gd"]), ("gdpp", F.COLORS["gd++"])):
     c = curves[f"sens_cos_{ref}"]
-    F.plot_seeds(ax[0, 1], c["step"], c["value"], f"vs {'GD' if ref == 'gd' else 'GD++'}-{k}",
-                 color)
+    F.plot_seeds(
+      ax[0, 1], c["step"], c["value"], f"vs {'GD' if ref == 'gd' else 'GD++'}-{k}", color
+    )
     d = curves[f"pred_diff_{ref}"]
     F.plot_seeds(ax[0, 2], d["step"], d["value"], f"|Δŷ| vs {ref.upper()}", color)
     s = curves[f"sens_diff_{ref}"]
     F.plot_seeds(ax[0, 2], s["step"], s["value"], f"‖Δ∂ŷ/∂x‖ vs {ref.upper()}", color, "--")
-  ax[0, 1].set(xlabel="training step", ylabel="cosine of ∂ŷ/∂x_q", ylim=(0.0, 1.02),
-               title="sensitivity alignment")
+  ax[0, 1].set(
+    xlabel="training step",
+    ylabel="cosine of ∂ŷ/∂x_q",
+    ylim=(0.0, 1.02),
+    title="sensitivity alignment",
+  )
   ax[0, 1].legend()
-  ax[0, 2].set(xlabel="training step", ylabel="mean difference", title="prediction / "
-               "sensitivity difference", ylim=(0, 2.5))
+  ax[0, 2].set(
+    xlabel="training step",
+    ylabel="mean difference",
+    title="prediction / sensitivity difference",
+    ylim=(0, 2.5),
+  )
   ax[0, 2].legend()
   F.savefig(fig, paths.figures / f"{name}.png", _note(paths, len(res["seeds"])))
 
@@ -64,10 +75,10 @@ def _ood(name: str, res: dict, paths: PaperPaths) -> None:
     a = ax[0, panel]
     scales = ood[f"{axis}_scales"]
     F.plot_seeds(a, scales, ood[f"trained_{axis}"], "trained TF", F.COLORS["trained"])
-    a.plot(scales, ood[f"gd_{axis}"], color=F.COLORS["gd"], ls="--", marker=".",
-           label=f"GD-{k}")
-    a.plot(scales, ood[f"gdpp_{axis}"], color=F.COLORS["gd++"], ls=":", marker=".",
-           label=f"GD++-{k}")
+    a.plot(scales, ood[f"gd_{axis}"], color=F.COLORS["gd"], ls="--", marker=".", label=f"GD-{k}")
+    a.plot(
+      scales, ood[f"gdpp_{axis}"], color=F.COLORS["gd++"], ls=":", marker=".", label=f"GD++-{k}"
+    )
     a.set(xlabel=xl, ylabel="loss", yscale="log", title=f"{name}: out of distribution")
     a.legend()
   F.savefig(fig, paths.figures / f"{name}_ood.png", _note(paths, len(res["seeds"])))
@@ -96,12 +107,11 @@ def _fixed_task_sets(cfg: Config, paths: PaperPaths) -> None:
   for i, name in enumerate(names):
     res = runlog.read_json(paths.results / f"{name}.json")
     c = res["curves"]["val_loss"]
-    F.plot_seeds(ax[0, 0], c["step"], c["value"], f"{getattr(cfg, name).pool_size} tasks",
-                 f"C{i}")
-  ax[0, 0].axhline(res["references"]["gd"]["loss"], color=F.COLORS["gd"], ls="--",
-                   label="GD-1")
-  ax[0, 0].set(xlabel="training step", ylabel="validation loss", yscale="log",
-               title="fixed training sets")
+    F.plot_seeds(ax[0, 0], c["step"], c["value"], f"{getattr(cfg, name).pool_size} tasks", f"C{i}")
+  ax[0, 0].axhline(res["references"]["gd"]["loss"], color=F.COLORS["gd"], ls="--", label="GD-1")
+  ax[0, 0].set(
+    xlabel="training step", ylabel="validation loss", yscale="log", title="fixed training sets"
+  )
   ax[0, 0].legend()
   F.savefig(fig, paths.figures / "fig16_fixed_task_sets.png", _note(paths, len(res["seeds"])))
 
@@ -115,8 +125,9 @@ def _dampening(res: dict, paths: PaperPaths) -> None:
     steps = np.arange(trained.shape[1])
     F.plot_seeds(a, steps, trained, "trained TF (repeated)", F.COLORS["trained"])
     a.plot(steps, d["gd"][i], color=F.COLORS["gd"], ls="--", label="GD steps")
-    a.set(xlabel="applications / GD steps", ylabel="loss", yscale="log",
-          title=f"dampening λ = {lam}")
+    a.set(
+      xlabel="applications / GD steps", ylabel="loss", yscale="log", title=f"dampening λ = {lam}"
+    )
     a.legend()
   F.savefig(fig, paths.figures / "fig10_dampening.png", _note(paths, len(res["seeds"])))
 
@@ -133,24 +144,32 @@ def _gamma_vs_n(res: dict, paths: PaperPaths) -> None:
   ax[0, 0].legend()
   gam = np.asarray([r["gamma"] for r in rows]).T
   F.plot_seeds(ax[0, 1], ns, gam, "trained TF γ", F.COLORS["trained"])
-  ax[0, 1].plot(ns, [r["gdpp_gamma"] for r in rows], "--", color=F.COLORS["gd++"],
-                label="fitted GD++ γ")
+  ax[0, 1].plot(
+    ns, [r["gdpp_gamma"] for r in rows], "--", color=F.COLORS["gd++"], label="fitted GD++ γ"
+  )
   F.plot_published(ax[0, 1], pub, [PUBLISHED_GAMMA[n] for n in pub], "published TF γ")
   ax[0, 1].set(xlabel="N", ylabel="γ", title="curvature correction γ vs N")
   ax[0, 1].legend()
-  F.savefig(fig, paths.figures / "fig13_gamma_vs_n.png",
-            _note(paths, gam.shape[0]))
+  F.savefig(fig, paths.figures / "fig13_gamma_vs_n.png", _note(paths, gam.shape[0]))
 
 
 def render_all(cfg: Config, paths: PaperPaths) -> None:
   """Renders every figure whose results exist for this profile."""
-  titles = {"fig2": "1-layer LSA vs GD-1", "fig3a": "recurrent 2-layer LSA",
-            "fig3b": "5-layer LSA", "fig7": "recurrent 10-layer LSA",
-            "fig8": "12 blocks LSA + MLP", "fig9": "recurrent 3-layer LSA",
-            "fig12_softmax1": "1-head softmax SA", "fig12_softmax2": "2-head softmax SA",
-            "fig14": "1-layer LSA with LayerNorm", "fig15_heads1": "1-head LSA (10 seeds)",
-            "fig15_heads2": "2-head LSA (10 seeds)", "fig16_pool128": "128 fixed tasks",
-            "fig16_pool8192": "8192 fixed tasks"}
+  titles = {
+    "fig2": "1-layer LSA vs GD-1",
+    "fig3a": "recurrent 2-layer LSA",
+    "fig3b": "5-layer LSA",
+    "fig7": "recurrent 10-layer LSA",
+    "fig8": "12 blocks LSA + MLP",
+    "fig9": "recurrent 3-layer LSA",
+    "fig12_softmax1": "1-head softmax SA",
+    "fig12_softmax2": "2-head softmax SA",
+    "fig14": "1-layer LSA with LayerNorm",
+    "fig15_heads1": "1-head LSA (10 seeds)",
+    "fig15_heads2": "2-head LSA (10 seeds)",
+    "fig16_pool128": "128 fixed tasks",
+    "fig16_pool8192": "8192 fixed tasks",
+  }
   for name in LSA_EXPERIMENTS:
     path = paths.results / f"{name}.json"
     if getattr(cfg, name).enabled:

@@ -6,6 +6,7 @@ import sys
 
 from innerloop_core.cli import PaperPaths
 from innerloop_core.train import Deadline
+
 from innerloop_icl_gd import experiments
 from innerloop_icl_gd.config import LSA_EXPERIMENTS, Config
 
@@ -16,8 +17,11 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
     exp = getattr(cfg, name)
     if exp.enabled:
       res = experiments.train_experiment(name, cfg, exp, run_paths, deadline)
-      print(f"[icl-gd] {name}: loss {res['final']['val_loss']} | GD-{exp.gd_steps} "
-            f"{res['references']['gd']['loss']:.4f} | GD++ {res['references']['gdpp']['loss']:.4f}"
-            f" | {res['wall_time_s']:.0f} s", file=sys.stderr)
+      print(
+        f"[icl-gd] {name}: loss {res['final']['val_loss']} | GD-{exp.gd_steps} "
+        f"{res['references']['gd']['loss']:.4f} | GD++ {res['references']['gdpp']['loss']:.4f}"
+        f" | {res['wall_time_s']:.0f} s",
+        file=sys.stderr,
+      )
   if cfg.gamma_vs_n.enabled:
     experiments.gamma_vs_n(cfg, run_paths, deadline)
