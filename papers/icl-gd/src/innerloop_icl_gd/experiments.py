@@ -182,8 +182,15 @@ def train_experiment(
     loop=LoopConfig(exp.steps, exp.eval_every, cfg.checkpoint_every),
     seeds=range(exp.seeds),
     run_dir=paths.runs / name,
+    # Post-training analyses (analyses, ood) do not change the run: not in the fingerprint.
     fingerprint=core_config.fingerprint(
-      (name, exp, cfg.optim_convention, cfg.validation_tasks, cfg.validation_seed)
+      (
+        name,
+        dataclasses.replace(exp, analyses=False, ood=False, enabled=True),
+        cfg.optim_convention,
+        cfg.validation_tasks,
+        cfg.validation_seed,
+      )
     ),
     evaluate=evaluate,
     deadline=deadline,
