@@ -100,8 +100,45 @@ def run_check(paths: PaperPaths, strict: bool) -> int:
   repo_root = paths.root.parent.parent
   if (repo_root / "papers").is_dir():
     published.write_reproduction_summary(repo_root, repo_root / "REPRODUCTION.md")
+  update_readme_table(paths, published.render_markdown(report))
   print(published.render_markdown(report))
   return 1 if strict and published.strict_failures(report) else 0
+
+
+def update_readme_table(paths: PaperPaths, table: str) -> bool:
+  """Replaces the block between `<!-- check:<profile> -->` and `<!-- /check:<profile> -->` in
+  the paper's README with this check's table, the commit that produced the results and the
+  measured train time, so the README always shows the output of the last run."""
+  readme = paths.root / "README.md"
+  begin, end = f"<!-- check:{paths.profile} -->", f"<!-- /check:{paths.profile} -->"
+  if not readme.is_file():
+    return False
+  text = readme.read_text()
+  if begin not in text or end not in text:
+    return False
+  manifest = _read_optional(paths.results / "manifest.json")
+  timing = _read_optional(paths.results / "timing.json")
+  git = manifest.get("git", {})
+  commit = (git.get("commit") or "unknown")[:10] + (" (dirty tree)" if git.get("dirty") else "")
+  devices = ", ".join(manifest.get("devices", [])) or "unknown device"
+  seconds = timing.get("train_time_s")
+  took = f"{seconds / 60:.1f} min of training" if seconds is not None else "train time unknown"
+  header = (
+    f"Profile `{paths.profile}`, results from commit `{commit}` on {devices}; "
+    f"{took} (resumed runs count only their last slice).\n\n"
+  )
+  body = table.split("\n", 2)[2] if table.startswith("# ") else table  # drop the H1 title
+  head, rest = text.split(begin, 1)
+  _, tail = rest.split(end, 1)
+  readme.write_text(f"{head}{begin}\n{header}{body.strip()}\n{end}{tail}")
+  return True
+
+
+def _read_optional(path: pathlib.Path) -> dict:
+  try:
+    return runlog.read_json(path)
+  except (OSError, ValueError):
+    return {}
 
 
 def main(paper: Paper, argv: Sequence[str] | None = None) -> int:
@@ -134,6 +171,9 @@ def main(paper: Paper, argv: Sequence[str] | None = None) -> int:
         ),
       )
       paper.train(cfg, paths, Deadline.from_env(args.budget_s))
+      runlog.write_json(
+        paths.results / "timing.json", {"train_time_s": round(time.perf_counter() - t0, 1)}
+      )
       print(
         f"[{paper.slug}] train ({args.profile}) done in {time.perf_counter() - t0:.0f} s",
         file=sys.stderr,
