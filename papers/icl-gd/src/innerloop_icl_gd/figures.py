@@ -11,6 +11,7 @@ from innerloop_core import figures as F
 from innerloop_core import runlog
 from innerloop_core.cli import PaperPaths
 
+from innerloop_icl_gd import nonlinear
 from innerloop_icl_gd.config import LSA_EXPERIMENTS, Config
 
 # γ of the trained recurrent 2-layer model per N (paper A.10), drawn beside ours in Fig 13.
@@ -184,3 +185,11 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
   _fixed_task_sets(cfg, paths)
   if cfg.gamma_vs_n.enabled:
     _gamma_vs_n(runlog.read_json(paths.results / "fig13.json"), paths)
+  if cfg.sine.enabled:
+    res = runlog.read_json(paths.results / "fig4.json")
+    nonlinear.render_sine(res, paths.figures / "fig4_sine.png", _note(paths, len(res["seeds"])))
+  if cfg.standard.enabled:
+    res = runlog.read_json(paths.results / "fig5.json")
+    nonlinear.render_standard(
+      res, paths.figures / "fig5_standard_tokens.png", _note(paths, len(res["seeds"]))
+    )

@@ -7,7 +7,7 @@ import sys
 from innerloop_core.cli import PaperPaths
 from innerloop_core.train import Deadline
 
-from innerloop_icl_gd import experiments
+from innerloop_icl_gd import experiments, nonlinear
 from innerloop_icl_gd.config import LSA_EXPERIMENTS, Config
 
 
@@ -25,3 +25,7 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
       )
   if cfg.gamma_vs_n.enabled:
     experiments.gamma_vs_n(cfg, run_paths, deadline)
+  if cfg.sine.enabled:
+    nonlinear.train_sine(cfg, run_paths, deadline)
+  if cfg.standard.enabled:
+    nonlinear.train_standard_tokens(cfg, run_paths, deadline)
