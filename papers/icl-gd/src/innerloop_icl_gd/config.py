@@ -255,6 +255,7 @@ PROFILES: dict[str, Config] = {
   "cpu": Config(
     fig3a=Experiment(steps=3000, seeds=1, model=Model(num_layers=2), gd_steps=2, ood=True),
     gamma_vs_n=GammaVsN(num_contexts=(10, 25), steps=3000, seeds=1, batch_size=2048),
+    sine=Sine(steps=3000),
   ),
   # The paper's scale (one GPU): 5 seeds, paper step counts, every figure.
   "full": Config(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import pathlib
 from typing import Any
 
@@ -346,8 +347,11 @@ def dampening_summary(lambdas, trained, gd_rollout) -> dict[str, Any]:
     for who, curves_ in (("trained", [seed[i] for seed in trained]), ("gd", [gd_rollout[i]])):
       arr = np.asarray(curves_)
       out[f"{who}_{tag}_final"] = arr[:, -1].tolist()
-      out[f"{who}_{tag}_monotone"] = [float(np.all(np.diff(c) < 0)) for c in arr]
-      out[f"{who}_{tag}_growth"] = (arr[:, -1] / arr[:, 1]).tolist()
+      with np.errstate(invalid="ignore"):  # diff of inf, inf is NaN: not a decrease
+        out[f"{who}_{tag}_monotone"] = [float(np.all(np.diff(c) < 0)) for c in arr]
+      with np.errstate(invalid="ignore"):  # inf / inf when both ends diverged
+        growth = np.where(np.isinf(arr[:, -1]), np.inf, arr[:, -1] / arr[:, 1])
+      out[f"{who}_{tag}_growth"] = growth.tolist()
   return out
 
 
@@ -386,7 +390,9 @@ def rollout_losses(
       residual_scale=lam,
       return_all=True,
     )
-    out.append([float(gd.query_loss(gd.readout(e, dy), val.y_query)) for e in states])
+    losses = [float(gd.query_loss(gd.readout(e, dy), val.y_query)) for e in states]
+    # A diverged roll-out overflows to inf and then to NaN (inf - inf): record it as inf.
+    out.append([v if math.isfinite(v) else math.inf for v in losses])
   return out
 
 
