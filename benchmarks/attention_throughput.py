@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+
 from innerloop_core.attention import Mask, linear_attention, softmax_attention
 from innerloop_core.optim import make_optimizer
 from innerloop_core.train import seed_keys

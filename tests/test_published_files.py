@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from innerloop_core.published import load_published
 
 REPO = Path(__file__).resolve().parents[1]

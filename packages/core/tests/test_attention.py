@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+
 from innerloop_core.attention import (
   AttentionKind,
   Mask,
@@ -18,13 +19,6 @@ from innerloop_core.attention import (
 )
 
 B, T, D, H, K, V, N = 2, 5, 4, 2, 3, 2, 3
-
-
-@pytest.fixture(autouse=True)
-def _full_precision():
-  # GPUs may run float32 matmuls in TF32; the comparisons below need real float32.
-  with jax.default_matmul_precision("float32"):
-    yield
 
 
 def _normal(seed, shape):

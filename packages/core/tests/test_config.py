@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from innerloop_core.config import ConfigError, apply_overrides, fingerprint, select_profile, to_dict
 from innerloop_core.optim import OptimConfig, make_optimizer
 

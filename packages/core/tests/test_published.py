@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from innerloop_core.published import (
   FAIL,
   NOT_RUN,

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from innerloop_core.checkpoint import Checkpointer, CheckpointError
 from innerloop_core.train import EXIT_BUDGET
 

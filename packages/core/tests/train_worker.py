@@ -9,6 +9,7 @@ import sys
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
 from innerloop_core import optim, runlog
 from innerloop_core.train import EXIT_BUDGET, BudgetExhausted, Deadline, LoopConfig, train
 

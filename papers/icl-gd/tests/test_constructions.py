@@ -5,27 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+
 from innerloop_core.attention import (
   Mask,
   Transformer,
   linear_attention,
   linear_attention_from_products,
 )
+from innerloop_core.testing import relative_error as rel_err
 from innerloop_icl_gd import gd
 from innerloop_tasks.regression import RegressionBatch, constructed_tokens, linear_regression_tasks
 
 NUM_CONTEXT, INPUT_DIM = 10, 10
-
-
-@pytest.fixture(autouse=True)
-def _full_precision():
-  # GPUs may run float32 matmuls in TF32; the identities below need real float32.
-  with jax.default_matmul_precision("float32"):
-    yield
-
-
-def rel_err(got, want) -> float:
-  return float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
 
 
 def _tasks(seed, batch_size=64, output_dim=1):

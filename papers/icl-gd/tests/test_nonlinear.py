@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+
+from innerloop_core.testing import relative_error as rel_err
 from innerloop_core.train import Deadline
 from innerloop_icl_gd import experiments, gd, nonlinear
 from innerloop_icl_gd.config import PROFILES, Sine, StandardTokens
@@ -20,17 +22,6 @@ from innerloop_tasks.regression import (
 )
 
 N, DX, PE = 10, 10, 10
-
-
-@pytest.fixture(autouse=True)
-def _full_precision():
-  # GPUs may run float32 matmuls in TF32; the identities below need real float32.
-  with jax.default_matmul_precision("float32"):
-    yield
-
-
-def rel_err(got, want) -> float:
-  return float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
 
 
 def _sine_batch(seed, batch_size=32):

@@ -3,7 +3,6 @@
 import pathlib
 
 from innerloop_core import cli
-
 from innerloop_icl_gd import figures, pipeline
 from innerloop_icl_gd.config import PROFILES
 

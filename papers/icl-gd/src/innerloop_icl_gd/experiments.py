@@ -19,15 +19,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from innerloop_core import config as core_config
 from innerloop_core import runlog
 from innerloop_core.attention import Mask, Transformer, linear_attention_from_products
 from innerloop_core.optim import make_optimizer
 from innerloop_core.train import Deadline, LoopConfig, TrainResult, train
-from innerloop_tasks import regression as tasks
-
 from innerloop_icl_gd import gd
 from innerloop_icl_gd.config import Config, Experiment, optimizer_for
+from innerloop_tasks import regression as tasks
 
 
 @dataclasses.dataclass(frozen=True)

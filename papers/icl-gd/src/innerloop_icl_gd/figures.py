@@ -7,10 +7,10 @@ Published values are drawn where the paper states them (sheet §5), as dotted li
 from __future__ import annotations
 
 import numpy as np
+
 from innerloop_core import figures as F
 from innerloop_core import runlog
 from innerloop_core.cli import PaperPaths
-
 from innerloop_icl_gd import nonlinear
 from innerloop_icl_gd.config import LSA_EXPERIMENTS, Config
 

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
 from innerloop_core.attention import SelfAttention
 from innerloop_tasks.regression import RegressionBatch
 

@@ -53,16 +53,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
 from innerloop_core import config as core_config
 from innerloop_core import figures as F
 from innerloop_core import runlog
 from innerloop_core.attention import MLP, Mask, SelfAttention, Transformer, linear_attention
 from innerloop_core.optim import OptimConfig, OptimizerName, make_optimizer
 from innerloop_core.train import Deadline, LoopConfig, TrainResult, train
-from innerloop_tasks import regression as tasks
-
 from innerloop_icl_gd import experiments, gd
 from innerloop_icl_gd.config import Config, Sine, StandardTokens
+from innerloop_tasks import regression as tasks
 
 _F32 = jnp.float32
 SINE_RANGE = (-5.0, 5.0)  # x ~ U(−5, 5) (sheet §3.1)

@@ -6,7 +6,6 @@ import sys
 
 from innerloop_core.cli import PaperPaths
 from innerloop_core.train import Deadline
-
 from innerloop_icl_gd import experiments, nonlinear
 from innerloop_icl_gd.config import LSA_EXPERIMENTS, Config
 
