@@ -95,6 +95,17 @@ def _check_weights(e, w_q, w_k, w_v, w_p) -> None:
     raise ValueError(f"e's token width {e.shape[-1]} does not match the weights' D={d}")
 
 
+def _project(e, w_q, w_k, w_v, w_p, mask, num_context):
+  """Per-head queries [B,H,T,K] of every token, keys [B,H,Tk,K] and values [B,H,Tk,V] of the
+  key tokens, and the [T, Tk] pattern of allowed pairs (None: all)."""
+  _check_weights(e, w_q, w_k, w_v, w_p)
+  keys_src, pattern = _keys_and_mask(e, mask, num_context)
+  q = jnp.einsum("btd,hdk->bhtk", e, w_q)
+  k = jnp.einsum("bid,hdk->bhik", keys_src, w_k)
+  v = jnp.einsum("bid,hdv->bhiv", keys_src, w_v)
+  return q, k, v, pattern
+
+
 def _attend(scores: jax.Array, values: jax.Array, w_p: jax.Array) -> jax.Array:
   """Σ_h Σ_i scores[h, j, i] v_i W_p,h.  scores: [B,H,T,Tk], values: [B,H,Tk,V] -> [B,T,D]."""
   heads = jnp.einsum("bhti,bhiv->bhtv", scores, values)
@@ -123,11 +134,7 @@ def linear_attention(
   Returns:
     Δe [B, T, D].
   """
-  _check_weights(e, w_q, w_k, w_v, w_p)
-  keys_src, pattern = _keys_and_mask(e, mask, num_context)
-  q = jnp.einsum("btd,hdk->bhtk", e, w_q)
-  k = jnp.einsum("bid,hdk->bhik", keys_src, w_k)
-  v = jnp.einsum("bid,hdv->bhiv", keys_src, w_v)
+  q, k, v, pattern = _project(e, w_q, w_k, w_v, w_p, mask, num_context)
   scores = jnp.einsum("bhtk,bhik->bhti", q, k)
   if pattern is not None:
     scores = jnp.where(pattern, scores, 0.0)
@@ -150,11 +157,7 @@ def softmax_attention(
 
   Shapes and arguments as in ``linear_attention``; masked logits are -inf.
   """
-  _check_weights(e, w_q, w_k, w_v, w_p)
-  keys_src, pattern = _keys_and_mask(e, mask, num_context)
-  q = jnp.einsum("btd,hdk->bhtk", e, w_q)
-  k = jnp.einsum("bid,hdk->bhik", keys_src, w_k)
-  v = jnp.einsum("bid,hdv->bhiv", keys_src, w_v)
+  q, k, v, pattern = _project(e, w_q, w_k, w_v, w_p, mask, num_context)
   logits = jnp.einsum("bhtk,bhik->bhti", q, k) / math.sqrt(w_q.shape[-1])
   if pattern is not None:
     logits = jnp.where(pattern, logits, -jnp.inf)
