@@ -5,9 +5,9 @@ Commands (from the repo root):
   uv run python -m innerloop_icl_gd all --profile tiny     # same stages without DVC
   uv run python -m innerloop_icl_gd train --profile cpu --set fig2.seeds=5
 
-Expected (cpu, 2 CPU cores, ≈ 10-15 min): fig2 1-layer LSA within 2% of the line-searched
-GD-1 loss (≈ 0.20) with sensitivity cosine ≥ 0.99; fig3a recurrent 2-layer LSA below GD-2
-and within 5% of GD++-2. See papers/icl-gd/README.md for the measured table.
+Expected (cpu, 2 CPU cores, 16.9 min measured for a fresh `dvc repro`): fig2 1-layer LSA
+within 2% of the line-searched GD-1 loss (≈ 0.20) with sensitivity cosine ≥ 0.99; fig3a
+recurrent 2-layer LSA below GD-2 and within 5% of GD++-2. See papers/icl-gd/README.md for the measured table.
 """
 
 from __future__ import annotations
@@ -251,7 +251,8 @@ PROFILES: dict[str, Config] = {
     sine=Sine(steps=200, batch_size=128, eval_every=100, alignment_tasks=200),
     standard=StandardTokens(steps=200, batch_size=128, eval_every=100, sensitivity_tasks=64),
   ),
-  # ≤ 20 min on 2 CPU cores: Figs 1/10, 2 (2 seeds), 3a and 13 at N = 10, 25 (1 seed).
+  # ≤ 20 min on 2 CPU cores (measured 16.9 min for a fresh `dvc repro`): Figs 1/10, 2, 6
+  # (2 seeds), 3a, 9, 13 at N = 10, 25 (1 seed), 4 (3000 steps), 5 (shortened, non-gating).
   "cpu": Config(
     fig3a=Experiment(steps=3000, seeds=1, model=Model(num_layers=2), gd_steps=2, ood=True),
     gamma_vs_n=GammaVsN(num_contexts=(10, 25), steps=3000, seeds=1, batch_size=2048),
