@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from innerloop_core.config import parse_enum
+
 
 class Mask(enum.Enum):
   """Which tokens token j may attend to (its keys/values)."""
@@ -45,17 +47,8 @@ class AttentionKind(enum.Enum):
   SOFTMAX = "softmax"  # Σ_i softmax_i(q_j·k_i / √K) v_i
 
 
-def _as_enum(value, enum_type: type[enum.Enum], name: str):
-  """Accept an enum member or its string value; anything else is a ValueError."""
-  if isinstance(value, enum_type):
-    return value
-  try:
-    return enum_type(value)
-  except ValueError:
-    allowed = ", ".join(repr(m.value) for m in enum_type)
-    raise ValueError(
-      f"{name} must be one of {allowed} (or {enum_type.__name__}); got {value!r}"
-    ) from None
+def _as_enum(value, enum_type, name: str):
+  return parse_enum(value, enum_type, name)
 
 
 def _keys_and_mask(

@@ -32,6 +32,24 @@ class ConfigError(ValueError):
   """A configuration problem, reported in one line."""
 
 
+E = TypeVar("E", bound=enum.Enum)
+
+
+def parse_enum(value: Any, enum_type: type[E], name: str) -> E:
+  """An enum member given as itself or as its string value; else a one-line ConfigError
+  naming the argument and the allowed values. Used for every implementation switch."""
+  if isinstance(value, enum_type):
+    return value
+  if isinstance(value, str):
+    for member in enum_type:
+      if member.value == value:
+        return member
+  allowed = ", ".join(repr(m.value) for m in enum_type)
+  raise ConfigError(
+    f"{name} must be one of {allowed} (or a {enum_type.__name__} member), got {value!r}"
+  )
+
+
 def select_profile(profiles: Mapping[str, C], name: str) -> C:
   """Returns the config of profile `name`; a clear error when it does not exist."""
   if name not in profiles:

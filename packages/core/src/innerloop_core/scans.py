@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from innerloop_core.config import parse_enum
+
 
 class ScanImpl(enum.Enum):
   """How ``linear_scan`` evaluates the recurrence."""
@@ -63,14 +65,7 @@ class ScanImpl(enum.Enum):
 
 
 def _as_impl(value) -> ScanImpl:
-  """Accept a ScanImpl or its string value; anything else is a ValueError naming the choices."""
-  if isinstance(value, ScanImpl):
-    return value
-  try:
-    return ScanImpl(value)
-  except ValueError:
-    allowed = ", ".join(repr(m.value) for m in ScanImpl)
-    raise ValueError(f"impl must be one of {allowed} (or ScanImpl); got {value!r}") from None
+  return parse_enum(value, ScanImpl, "impl")
 
 
 def _auto_impl(backend: str, num_steps: int) -> ScanImpl:

@@ -48,6 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from innerloop_core.config import parse_enum
+
 __all__ = [
   "InputConvention",
   "SineConvention",
@@ -164,16 +166,7 @@ def _check_scale(name: str, value: Any) -> Any:
 
 
 def _as_enum(enum_cls: type[enum.Enum], value: Any, name: str) -> Any:
-  if isinstance(value, enum_cls):
-    return value
-  if isinstance(value, str):
-    for member in enum_cls:
-      if member.value == value:
-        return member
-  allowed = ", ".join(repr(m.value) for m in enum_cls)
-  raise ValueError(
-    f"{name} must be one of {allowed} (or a {enum_cls.__name__} member), got {value!r}"
-  )
+  return parse_enum(value, enum_cls, name)
 
 
 def _check_key(key: Any) -> None:
