@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from innerloop_core.config import parse_enum
+from innerloop_core.scans import ScanImpl, linear_scan
 
 
 class Mask(enum.Enum):
@@ -188,6 +189,39 @@ def linear_attention_from_products(
   if pattern is not None:
     scores = jnp.where(pattern, scores, 0.0)
   return jnp.einsum("bhti,bid,hde->bte", scores, keys_src, m_pv)
+
+
+def causal_linear_attention_recurrent(
+  e: jax.Array,
+  w_q: jax.Array,
+  w_k: jax.Array,
+  w_v: jax.Array,
+  w_p: jax.Array,
+  *,
+  impl: ScanImpl | str = ScanImpl.AUTO,
+) -> jax.Array:
+  """Causal linear self-attention as the linear recurrence it is.
+
+  M_t,h = M_{t-1},h + v_t,h k_t,hᵀ (M_0 = 0),   Δe_t = Σ_h (M_t,h q_t,h) W_p,h
+
+  Equal to ``linear_attention(..., mask=Mask.CAUSAL)`` up to reassociation, in O(T·V·K)
+  memory per head instead of the [T, T] score matrix.
+
+  Args:
+    e: tokens [B, T, D].
+    w_q, w_k: [H, D, K]; w_v: [H, D, V]; w_p: [H, V, D].
+    impl: how the accumulation over t is scanned (``scans.ScanImpl``).
+  Returns:
+    Δe [B, T, D].
+  """
+  _check_weights(e, w_q, w_k, w_v, w_p)
+  q = jnp.einsum("btd,hdk->bthk", e, w_q)
+  k = jnp.einsum("btd,hdk->bthk", e, w_k)
+  v = jnp.einsum("btd,hdv->bthv", e, w_v)
+  outer = jnp.einsum("bthv,bthk->bthvk", v, k)
+  memory, _ = linear_scan(jnp.ones_like(outer), outer, impl=impl)  # M_t: [B, T, H, V, K]
+  heads = jnp.einsum("bthvk,bthk->bthv", memory, q)
+  return jnp.einsum("bthv,hvd->btd", heads, w_p)
 
 
 def _variance_scaling(key, shape, scale, in_axis, batch_axis=()):
