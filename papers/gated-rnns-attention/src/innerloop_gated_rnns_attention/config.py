@@ -1,0 +1,170 @@
+"""Configs of the gated-rnns-attention reproduction: three profiles.
+
+Commands (from the repo root):
+  uv run dvc repro gated-rnns-attention                          # profile from params.yaml (cpu)
+  uv run python -m innerloop_gated_rnns_attention all --profile tiny
+  uv run python -m innerloop_gated_rnns_attention train --profile cpu --set icl.seeds=5
+
+Expected (cpu, 2 CPU cores; measured times in papers/gated-rnns-attention/README.md):
+C1 construction error ≈ 1e-7; students with n ≥ 20 neurons reach normalised MSE ≈ 1e-4
+(n = 8: ≈ 3e-2); λ bimodal and pruning harmless; the gated RNN within 5% of the trained LSA
+on in-context regression, both ≈ 1-step GD.
+
+Every value the paper does not give (it has no public code; sheet §3) is our choice and
+says so below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from innerloop_core.optim import OptimConfig, Schedule
+from innerloop_core.recurrent import Decay, Gate
+from innerloop_tasks.regression import InputConvention
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherStudent:
+  """E1/E2: gated linear RNN students of a random causal multi-head LSA teacher."""
+
+  enabled: bool = True
+  dim: int = 4  # d = input = output width [choice]
+  num_heads: int = 2  # H [choice]
+  key_size: int = 4
+  value_size: int = 4
+  length: int = 16  # T [choice]
+  sizes: tuple[int, ...] = (8, 14, 20, 32, 48)  # n sweep; n* = 14 (compressed), 40 (generic)
+  out_gates: int = 64  # M: ≥ d·d(d+1)/2 = 40, what the compressed construction needs [choice]
+  analysis_size: int = 20  # the n whose λ, pruning and probes the claims read
+  gate: Gate = Gate.LINEAR
+  decay: Decay = Decay.SIGMOID
+  steps: int = 8000
+  batch_size: int = 128
+  # Adam 1e-2 with cosine decay reached normalised MSE 1.5e-4 in 6000 steps at n = 20 in a
+  # probe on this machine; the sheet's constant 3e-3 needs ≈ 20k steps for the same.
+  optim: OptimConfig = OptimConfig(learning_rate=1e-2, schedule=Schedule.COSINE)
+  seeds: int = 3
+  eval_every: int = 500
+  teacher_seed: int = 100
+  validation_sequences: int = 2048
+  validation_seed: int = 7
+
+
+@dataclasses.dataclass(frozen=True)
+class Icl:
+  """E3-E7: in-context linear regression, tokens [x_t, y_t] then [x_q, 0] (icl-gd's task)."""
+
+  enabled: bool = True
+  input_dim: int = 5  # Dx; n* = Dx·Dy + Dx = 10
+  output_dim: int = 1
+  num_context: int = 10
+  convention: InputConvention = InputConvention.CODE  # U(-0.5, 0.5) inputs (sheet §3)
+  steps: int = 4000
+  batch_size: int = 256
+  seeds: int = 3
+  eval_every: int = 500
+  validation_tasks: int = 10000
+  validation_seed: int = 5
+  # LSA baseline of the reference code: 1 head, key size = token width Dx + Dy, no bias,
+  # init scale 0.002, Adam 1e-3 (sheet §3).
+  lsa_init_scale: float = 0.002
+  optim: OptimConfig = OptimConfig(learning_rate=1e-3)
+  # The RNNs: "same data and optimiser" (sheet §3) except the learning rate, which is ours:
+  # measured on this machine (3000 steps, Dx = 5, 2 seeds), Adam 3e-3 with cosine decay left
+  # the n = 10 RNN at 0.11-0.13 (LSA: 0.068); 1e-2 brought n = 16 to 0.068 on both seeds.
+  rnn_optim: OptimConfig = OptimConfig(learning_rate=1e-2, schedule=Schedule.COSINE)
+  rnn_sizes: tuple[int, ...] = (4, 6, 10, 16)  # E4 sweep around n* = 10
+  # The n of E3/E5/E6 and of the C6 comparison: above n* = 10, where some seeds stall on a
+  # plateau for thousands of steps (1 of 2 in the probe above); C7 checks n* itself.
+  main_size: int = 16
+  out_gates: int = 16  # M ≥ Dx·Dy [choice]
+  sigmoid_gates: bool = True  # E6: the sigmoid-gate variant at main_size
+  cells: tuple[str, ...] = ("lstm", "gru")  # E7
+  cell_hidden: int = 32  # LSTM/GRU width [choice]: ≈ the gated RNN's parameter count
+  # E7 LRU+GLU: 2 standard residual blocks (online-lru's LRUBlock), sizes ours.
+  lru_layers: int = 2  # 0 disables the model
+  lru_width: int = 16
+  lru_hidden: int = 32
+  probe_tasks: int = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class Construction:
+  """C1 on random weights (the exact tests in tests/ cover more shapes)."""
+
+  dim: int = 4
+  num_heads: int = 2
+  key_size: int = 4
+  value_size: int = 4
+  length: int = 32
+  sequences: int = 64
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  checkpoint_every: int = 1000
+  construction: Construction = Construction()
+  teacher_student: TeacherStudent = TeacherStudent()
+  icl: Icl = Icl()
+
+
+PROFILES: dict[str, Config] = {
+  # CI smoke: every stage runs for real on small settings; checks structure and identities.
+  "tiny": Config(
+    checkpoint_every=100,
+    construction=Construction(dim=3, num_heads=2, key_size=3, value_size=3, length=8),
+    teacher_student=TeacherStudent(
+      dim=3,
+      num_heads=1,
+      key_size=3,
+      value_size=3,
+      length=8,
+      sizes=(13,),
+      out_gates=24,
+      analysis_size=13,
+      steps=200,
+      batch_size=64,
+      seeds=1,
+      eval_every=100,
+      validation_sequences=256,
+    ),
+    icl=Icl(
+      input_dim=3,
+      steps=200,
+      batch_size=128,
+      seeds=1,
+      eval_every=100,
+      validation_tasks=512,
+      rnn_sizes=(6,),
+      main_size=6,
+      out_gates=8,
+      sigmoid_gates=False,  # the variants run in cpu/full; tiny keeps one cell (fast CI)
+      cells=("lstm",),
+      cell_hidden=8,
+      lru_layers=0,
+      probe_tasks=256,
+    ),
+  ),
+  # ≤ 20 min on 2 CPU cores: E1-E5, E6 (sigmoid gates) and E7 (LSTM, GRU), 3 seeds.
+  "cpu": Config(),
+  # One GPU: longer training, 5 seeds, a wider sweep and Dx = 10 as in the reference code.
+  "full": Config(
+    teacher_student=TeacherStudent(
+      length=32,
+      sizes=(8, 11, 14, 17, 20, 26, 32, 40, 48, 64),
+      steps=50000,
+      batch_size=512,
+      seeds=5,
+    ),
+    icl=Icl(
+      input_dim=10,
+      steps=20000,
+      seeds=5,
+      rnn_sizes=(5, 10, 15, 20, 25, 30, 40),
+      main_size=30,
+      out_gates=32,
+      cell_hidden=64,
+    ),
+  ),
+}

@@ -1,0 +1,86 @@
+"""The analyses that claims C3-C5 read: probes, influence, λ groups, pruning; the E7 model."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from innerloop_core.recurrent import (
+  Gate,
+  GatedRNNWeights,
+  gated_rnn,
+  gated_rnn_readout,
+  gated_rnn_states,
+)
+from innerloop_gated_rnns_attention import analysis
+from innerloop_gated_rnns_attention.construction import Form, lsa_to_gated_rnn
+from innerloop_gated_rnns_attention.models import LRUGLUNet
+from innerloop_tasks.teacher_student import random_lsa_teacher
+
+
+def test_probe_r2_is_one_for_linear_features_and_zero_for_noise():
+  rng = np.random.default_rng(0)
+  act = rng.normal(size=(4000, 6))
+  linear = act @ rng.normal(size=(6, 3)) + 2.0
+  noise = rng.normal(size=(4000, 2))
+  np.testing.assert_allclose(analysis.probe_r2(act, linear), 1.0, atol=1e-10)
+  assert np.all(np.abs(analysis.probe_r2(act, noise)) < 0.01)
+  # An empty group probes with the bias alone: no information.
+  assert np.all(analysis.probe_r2(act[:, []], linear) < 0.01)
+
+
+def test_output_influence_is_the_readout_jacobian_column_norm():
+  rng = np.random.default_rng(1)
+  n, m, o = 5, 4, 3
+  w = GatedRNNWeights(
+    *(
+      jnp.asarray(rng.normal(size=s), jnp.float32)
+      for s in [(3, n), (3, n), (n,), (n, m), (n, m), (m, o)]
+    )
+  )
+  h = jnp.asarray(rng.normal(size=(2, 3, n)), jnp.float32)
+  got = np.asarray(analysis.output_influence(w, h, Gate.LINEAR))
+  eps = 1e-3
+  flat = np.asarray(h).reshape(-1, n)
+  want = np.zeros(n)
+  for i in range(n):
+    dh = np.zeros(n)
+    dh[i] = eps
+    col = [
+      (gated_rnn_readout(jnp.asarray(p + dh), w) - gated_rnn_readout(jnp.asarray(p - dh), w))
+      / (2 * eps)
+      for p in flat
+    ]
+    want[i] = np.mean([np.linalg.norm(np.asarray(c)) for c in col])
+  np.testing.assert_allclose(got, want, rtol=1e-2)
+
+
+def test_construction_is_bimodal_and_prunes_to_itself():
+  teacher = random_lsa_teacher(jax.random.key(0), 3, 2, 3, 3)
+  built = lsa_to_gated_rnn(*teacher, form=Form.COMPRESSED)
+  w = built.weights
+  x = jax.random.normal(jax.random.key(1), (8, 10, 3))
+  h = gated_rnn_states(x, w)
+  influence = analysis.output_influence(w, h, Gate.LINEAR)
+  assert analysis.bimodal_fraction(np.asarray(w.lam), np.asarray(influence)) == 1.0
+  groups = analysis.lambda_groups(np.asarray(w.lam))
+  np.testing.assert_array_equal(groups["memory"], built.memory)
+  np.testing.assert_array_equal(groups["memoryless"], built.query)
+  np.testing.assert_array_equal(
+    np.asarray(gated_rnn(x, analysis.prune_intermediate(w))), np.asarray(gated_rnn(x, w))
+  )
+  # A neuron moved to λ = 0.5 is intermediate: pruning silences it.
+  half = w._replace(lam=w.lam.at[0].set(0.5))
+  pruned = analysis.prune_intermediate(half)
+  assert float(jnp.abs(pruned.w_in_x[:, 0]).sum()) == 0.0
+  # The probes find the teacher's memories in the memory group, exactly.
+  flat = np.asarray(h).reshape(-1, h.shape[-1])
+  r2 = analysis.probe_r2(flat[:, groups["memory"]], analysis.lsa_memory_features(teacher, x))
+  assert r2.min() > 0.999
+
+
+def test_lru_glu_net_shapes_and_states():
+  model = LRUGLUNet(4, 8, 6, 1, 2, key=jax.random.key(0))
+  x = jax.random.normal(jax.random.key(1), (3, 7, 4))
+  assert model(x).shape == (3, 7, 1)
+  states = model.states(x)
+  assert sorted(states) == ["h0", "h1"] and states["h1"].shape == (3, 7, 12)
