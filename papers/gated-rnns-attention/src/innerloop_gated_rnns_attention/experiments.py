@@ -156,24 +156,32 @@ def _analyse_student(model: GatedLinearRNN, ts: TeacherStudent, teacher, val) ->
   nmse = float(analysis.normalised_mse(model(val.x), val.y))
   lam = np.asarray(w.lam)
   influence = np.asarray(analysis.output_influence(w, h, ts.gate))
-  pruned = analysis.prune_intermediate(w)
-  nmse_pruned = float(analysis.normalised_mse(gated_rnn(val.x, pruned, gate=ts.gate), val.y))
+
+  def pruned_nmse(high, low):
+    pruned = analysis.prune_intermediate(w, high, low)
+    return float(analysis.normalised_mse(gated_rnn(val.x, pruned, gate=ts.gate), val.y))
+
+  nmse_pruned = pruned_nmse(analysis.LAM_HIGH, analysis.LAM_LOW)
+  loose = (analysis.LAM_HIGH_LOOSE, analysis.LAM_LOW_LOOSE)
   groups = analysis.lambda_groups(lam)
+  split = analysis.lambda_groups(lam, analysis.LAM_SPLIT, analysis.LAM_SPLIT)
   flat_h = np.asarray(h.reshape(-1, h.shape[-1]))
   mem_r2 = analysis.probe_r2(
-    flat_h[:, groups["memory"]], analysis.lsa_memory_features(teacher, val.x)
+    flat_h[:, split["memory"]], analysis.lsa_memory_features(teacher, val.x)
   )
   qry_r2 = analysis.probe_r2(
-    flat_h[:, groups["memoryless"]], analysis.lsa_query_features(teacher, val.x)
+    flat_h[:, split["memoryless"]], analysis.lsa_query_features(teacher, val.x)
   )
   return {
     "val_nmse": nmse,
     "lam": lam.tolist(),
     "influence": influence.tolist(),
     "bimodal_fraction": analysis.bimodal_fraction(lam, influence),
+    "bimodal_fraction_loose": analysis.bimodal_fraction(lam, influence, *loose),
     "group_sizes": {k: int(v.size) for k, v in groups.items()},
     "pruned_nmse": nmse_pruned,
     "pruning_ratio": nmse_pruned / nmse,
+    "pruning_ratio_loose": pruned_nmse(*loose) / nmse,
     "probe_memory_r2_min": float(mem_r2.min()),
     "probe_memory_r2_mean": float(mem_r2.mean()),
     "probe_query_r2_min": float(qry_r2.min()),
@@ -266,7 +274,9 @@ def teacher_student(cfg: Config, paths: Paths, deadline: Deadline) -> dict[str, 
     k: [s[k] for s in analysed]
     for k in (
       "bimodal_fraction",
+      "bimodal_fraction_loose",
       "pruning_ratio",
+      "pruning_ratio_loose",
       "probe_memory_r2_min",
       "probe_query_r2_min",
     )
@@ -352,7 +362,7 @@ def _analyse_icl(model, predict, icl: Icl, val, probe, predict_gd, gd_pred) -> d
   out["probe_memory_r2_all"] = float(analysis.probe_r2(act, mem).mean())
   if isinstance(model, GatedLinearRNN):
     lam = np.asarray(model.lam())
-    groups = analysis.lambda_groups(lam)
+    groups = analysis.lambda_groups(lam, analysis.LAM_SPLIT, analysis.LAM_SPLIT)
     out["lam"] = lam.tolist()
     out["group_sizes"] = {k: int(v.size) for k, v in groups.items()}
     out["probe_memory_r2_group"] = float(analysis.probe_r2(act[:, groups["memory"]], mem).mean())
