@@ -140,3 +140,18 @@ def test_bad_config_is_one_line():
   with pytest.raises(ConfigError, match="damping"):
     SolverConfig(damping=0.0)
   assert SolverConfig(solver="anderson").solver is Solver.ANDERSON
+
+
+def test_per_leaf_residual_waits_for_the_small_leaf():
+  """A tiny, slowly converging leaf next to a large fast one: the whole-state metric stops
+  early, the per-leaf one only when the small leaf has converged too."""
+
+  def f(s):
+    return {"big": 0.1 * s["big"] + 100.0, "small": 0.9 * s["small"] + 1e-3}
+
+  x0 = {"big": jnp.zeros((B, 3)), "small": jnp.zeros((B, 2))}
+  whole = solve(f, x0, SolverConfig(tol=1e-6, max_iter=1000))
+  leaf = solve(f, x0, SolverConfig(tol=1e-6, max_iter=1000, per_leaf=True))
+  assert int(whole.iterations) < int(leaf.iterations) < 1000
+  np.testing.assert_allclose(np.asarray(leaf.value["small"]), 1e-2, rtol=1e-4)
+  assert abs(float(whole.value["small"][0, 0]) - 1e-2) > 1e-3

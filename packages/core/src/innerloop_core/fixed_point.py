@@ -53,6 +53,10 @@ class SolverConfig:
   memory: int = 5  # Anderson only: iterates kept
   regularization: float = 1e-4  # Anderson only: ridge on the Gram matrix (relative, see below)
   mixing: float = 1.0  # Anderson only: weight of f(x_i) vs x_i in the extrapolation
+  # Residual per leaf (max over leaves) instead of over the concatenated state: a state
+  # whose parts differ in scale by orders of magnitude (a controller's signal next to the
+  # activity it controls) must have every part converged, not just the largest.
+  per_leaf: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "solver", parse_enum(self.solver, Solver, "solver"))
@@ -94,7 +98,27 @@ def relative_residual(new: jax.Array, old: jax.Array, eps: float) -> jax.Array:
   return jnp.max(num / (eps + jnp.linalg.norm(old, axis=-1)))
 
 
-def _picard(g: Callable, x0: jax.Array, cfg: SolverConfig) -> Solution:
+Residual = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _residual_fn(sizes: list[int], cfg: SolverConfig) -> Residual:
+  """The stop metric on flat (B, n) states: over the whole state or max over leaves."""
+  if not cfg.per_leaf or len(sizes) == 1:
+    return lambda new, old: relative_residual(new, old, cfg.eps)
+  bounds = [0]
+  for size in sizes:
+    bounds.append(bounds[-1] + size)
+
+  def per_leaf(new, old):
+    parts = [
+      relative_residual(new[:, a:b], old[:, a:b], cfg.eps) for a, b in zip(bounds, bounds[1:])
+    ]
+    return jnp.max(jnp.stack(parts))
+
+  return per_leaf
+
+
+def _picard(g: Callable, x0: jax.Array, cfg: SolverConfig, residual: Residual) -> Solution:
   def cond(state):
     k, _, res = state
     return (k < cfg.max_iter) & (res >= cfg.tol)
@@ -102,7 +126,7 @@ def _picard(g: Callable, x0: jax.Array, cfg: SolverConfig) -> Solution:
   def body(state):
     k, x, _ = state
     gx = g(x)
-    res = relative_residual(gx, x, cfg.eps)
+    res = residual(gx, x)
     return k + 1, x + cfg.damping * (gx - x), res
 
   k, x, res = jax.lax.while_loop(
@@ -130,7 +154,7 @@ def _anderson_weights(resid: jax.Array, valid: jax.Array, reg: float) -> jax.Arr
   return z / jnp.sum(z, axis=1, keepdims=True)
 
 
-def _anderson(g: Callable, x0: jax.Array, cfg: SolverConfig) -> Solution:
+def _anderson(g: Callable, x0: jax.Array, cfg: SolverConfig, residual: Residual) -> Solution:
   batch, n = x0.shape
   m = cfg.memory
   xs = jnp.zeros((batch, m, n), x0.dtype)
@@ -143,7 +167,7 @@ def _anderson(g: Callable, x0: jax.Array, cfg: SolverConfig) -> Solution:
   def body(state):
     k, x, xs, gs, _ = state
     gx = g(x)
-    res = relative_residual(gx, x, cfg.eps)
+    res = residual(gx, x)
     slot = k % m
     xs = xs.at[:, slot].set(x)
     gs = gs.at[:, slot].set(gx)
@@ -166,14 +190,16 @@ def solve(f: Callable[[PyTree], PyTree], x0: PyTree, cfg: SolverConfig) -> Solut
 
   Not differentiable by design (a while loop); use `fixed_point` for gradients."""
   flat0, unflatten = _flatten(x0)
+  batch = flat0.shape[0]
+  residual = _residual_fn([int(jnp.size(leaf)) // batch for leaf in jax.tree.leaves(x0)], cfg)
 
   def g(x):
     return _flatten(f(unflatten(x)))[0]
 
   if cfg.solver is Solver.PICARD:
-    sol = _picard(g, flat0, cfg)
+    sol = _picard(g, flat0, cfg, residual)
   else:
-    sol = _anderson(g, flat0, cfg)
+    sol = _anderson(g, flat0, cfg, residual)
   return Solution(unflatten(sol.value), sol.iterations, sol.residual)
 
 

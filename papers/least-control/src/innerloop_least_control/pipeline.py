@@ -1,0 +1,31 @@
+"""The train stage: identities, the Table-1 analogue, the alignment sweep (resumable)."""
+
+from __future__ import annotations
+
+import sys
+
+from innerloop_core.cli import PaperPaths
+from innerloop_core.train import Deadline
+from innerloop_least_control import experiments
+from innerloop_least_control.config import Config
+
+
+def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
+  run_paths = experiments.Paths(results=paths.results, runs=paths.runs)
+  paths.results.mkdir(parents=True, exist_ok=True)
+  if cfg.identities:
+    ids = experiments.write_identities(run_paths)
+    print(
+      f"[least-control] identities: RBP vs BPTT {ids['rbp_vs_bptt_200_rel']:.1e}, "
+      f"LCP theorem {ids['lcp_theorem_fd_rel']:.1e}, weak cosine "
+      f"{ids['weak_control_cosine']:.6f} ({ids['wall_time_s']:.0f} s)",
+      file=sys.stderr,
+    )
+  trained, ds = None, None
+  if cfg.table.enabled:
+    out = experiments.table1(cfg, run_paths, deadline)
+    trained, ds = out["trained_rnn_lcp_di"], out["dataset"]
+  if cfg.alignment.enabled:
+    if ds is None:
+      ds = experiments.load_dataset(cfg.table)
+    experiments.alignment(cfg, run_paths, ds, trained)
