@@ -10,7 +10,7 @@ from innerloop_core.fixed_point import SolverConfig
 from innerloop_least_control import identities as I
 from innerloop_least_control import methods as M
 from innerloop_least_control.experiments import Row
-from innerloop_least_control.model import FORWARD, Arch, ModelConfig, init_params
+from innerloop_least_control.model import Arch, ModelConfig, forward_params, init_params
 
 
 def _small(arch=Arch.RNN, **kw):
@@ -28,10 +28,10 @@ def test_lcp_training_loss_value_is_ce_and_gradient_is_minus_the_update():
     p, x, y, jax.random.key(0), cfg, M.Method.LCP_DI, ctrl, M.GradConfig()
   )
   upd = M.lcp_update(p, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_DI)
-  for n in FORWARD:
+  for n in forward_params(p):
     np.testing.assert_allclose(g[n], -upd[n], rtol=1e-5, atol=1e-9)
   # A small step along the update lowers the loss (the sign is right).
-  step = {n: p[n] + 0.5 * upd[n] / jnp.linalg.norm(upd["w"]) for n in FORWARD}
+  step = {n: p[n] + 0.5 * upd[n] / jnp.linalg.norm(upd["w"]) for n in forward_params(p)}
   rbp = M.GradConfig(forward=SolverConfig(tol=1e-7, max_iter=3000))
   before = M.training_loss(p, x, y, None, cfg, M.Method.RBP, ctrl, rbp)
   after = M.training_loss(step, x, y, None, cfg, M.Method.RBP, ctrl, rbp)
@@ -41,11 +41,11 @@ def test_lcp_training_loss_value_is_ce_and_gradient_is_minus_the_update():
 def test_kp_with_exact_feedback_equals_di():
   """KP dynamics through feedback copies equal to W, D give the DI update exactly."""
   cfg, p, x, y = _small(kp_feedback=True)
-  p = {**p, "fw": p["w"], "fd": p["d"]}
+  p = {**p, "fb_w": p["w"], "fb_d": p["d"]}
   ctrl = M.ControlConfig(solver=SolverConfig(tol=1e-7, max_iter=3000, per_leaf=True))
   di = M.lcp_update(p, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_DI)
   kp = M.lcp_update(p, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_KP)
-  for n in FORWARD:
+  for n in forward_params(p):
     np.testing.assert_allclose(kp[n], di[n], rtol=1e-5, atol=1e-8)
 
 
@@ -55,8 +55,8 @@ def test_kp_feedback_gets_the_forward_update():
   g = jax.grad(M.training_loss)(
     p, x, y, jax.random.key(0), cfg, M.Method.LCP_KP, ctrl, M.GradConfig()
   )
-  np.testing.assert_allclose(g["fw"], g["w"], rtol=1e-6)
-  np.testing.assert_allclose(g["fd"], g["d"], rtol=1e-6)
+  np.testing.assert_allclose(g["fb_w"], g["w"], rtol=1e-6)
+  np.testing.assert_allclose(g["fb_d"], g["d"], rtol=1e-6)
 
 
 def test_lf_noise_estimate_approaches_the_mean_jacobian():
@@ -100,7 +100,8 @@ def test_rows_parse_and_reject_bad_input():
   assert Row.parse("rnn-lcp-di@weak") == Row("rnn-lcp-di@weak", Arch.RNN, M.Method.LCP_DI, True)
   with pytest.raises(ConfigError, match="method must be one of"):
     Row.parse("rnn-hebb")
-  with pytest.raises(ConfigError, match="bp needs arch ff"):
+  assert Row.parse("conv-ff-lcp-kp").arch is Arch.CONV_FF
+  with pytest.raises(ConfigError, match="bp needs a feedforward arch"):
     Row.parse("rnn-bp")
   with pytest.raises(ConfigError, match="arch must be one of"):
     Row.parse("cnn-bp")

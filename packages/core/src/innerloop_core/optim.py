@@ -75,6 +75,8 @@ def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransforma
   elif cfg.name is OptimizerName.ADAMW:
     chain.append(optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
   elif cfg.name is OptimizerName.SGD:
+    if cfg.weight_decay:  # coupled L2 decay, as torch.optim.SGD(weight_decay=...)
+      chain.append(optax.add_decayed_weights(cfg.weight_decay))
     chain.append(optax.sgd(lr))
   else:
     raise ConfigError(

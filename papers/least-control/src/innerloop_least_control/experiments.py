@@ -36,7 +36,7 @@ from innerloop_least_control.model import (
   init_params,
   mean_cross_entropy,
   params_of,
-  unrolled_ff,
+  unrolled_forward,
 )
 from innerloop_tasks import images
 
@@ -57,13 +57,17 @@ class Row:
   @classmethod
   def parse(cls, text: str) -> "Row":
     base, _, suffix = text.partition("@")
-    arch_text, _, method_text = base.partition("-")
     if suffix not in ("", "weak"):
       raise core_config.ConfigError(f"table.rows: {text!r}: the only suffix is '@weak'")
+    # The longest arch name that prefixes the row ("conv-ff-bp" is conv-ff, not ff).
+    arch_text = max(
+      (a.value for a in Arch if base.startswith(a.value + "-")), key=len, default=base
+    )
     arch = core_config.parse_enum(arch_text, Arch, f"table.rows ({text!r}) arch")
+    method_text = base[len(arch_text) + 1 :]
     method = core_config.parse_enum(method_text, M.Method, f"table.rows ({text!r}) method")
-    if method is M.Method.BP and arch is not Arch.FF:
-      raise core_config.ConfigError(f"table.rows: {text!r}: bp needs arch ff (use rbp)")
+    if method is M.Method.BP and arch is Arch.RNN:
+      raise core_config.ConfigError(f"table.rows: {text!r}: bp needs a feedforward arch (use rbp)")
     if suffix and not method.is_lcp:
       raise core_config.ConfigError(f"table.rows: {text!r}: '@weak' applies to lcp methods")
     return cls(text, arch, method, bool(suffix))
@@ -89,7 +93,9 @@ def row_control(table: Table, row: Row) -> M.ControlConfig:
 def _optimizer(table: Table, row: Row, num_steps: int) -> optax.GradientTransformation:
   main = make_optimizer(
     OptimConfig(
+      name=table.optimizer,
       learning_rate=table.learning_rate,
+      weight_decay=table.weight_decay,
       schedule=Schedule.COSINE,
       final_lr_fraction=0.1,
       clip_global_norm=table.clip_rnn if row.arch is Arch.RNN else None,
@@ -147,8 +153,8 @@ def train_row(
     p = params_of(model)
     x, y = data[2], data[3]
     if row.method is M.Method.BP:
-      v = unrolled_ff(p, x, model_cfg)
-      iters = jnp.asarray(3.0)
+      v = unrolled_forward(p, x, model_cfg)
+      iters = jnp.asarray(0.0)  # no solver: the explicit forward pass
     else:
       sol = free_equilibrium(p, x, model_cfg, table.eval_solver)
       v, iters = sol.value, sol.iterations.astype(jnp.float32)
@@ -174,7 +180,7 @@ def train_row(
     sample_batch=sample_batch,
     loss=loss,
     optimizer=_optimizer(table, row, num_steps),
-    loop=LoopConfig(num_steps, eval_every=eval_every, checkpoint_every=max(eval_every, 200)),
+    loop=LoopConfig(num_steps, eval_every=eval_every, checkpoint_every=min(eval_every, 1000)),
     seeds=tuple(range(table.seeds)),
     run_dir=paths.runs / row.name.replace("@", "_"),
     fingerprint=fingerprint,
@@ -212,11 +218,15 @@ def train_row(
   return entry
 
 
-BASELINE = {Arch.FF: "ff-bp", Arch.RNN: "rnn-rbp"}
+BASELINE = {Arch.FF: "ff-bp", Arch.RNN: "rnn-rbp", Arch.CONV_FF: "conv-ff-bp"}
 
 
 def table1(cfg: Config, paths: Paths, deadline: Deadline) -> dict[str, Any]:
-  table = cfg.table
+  return run_table(cfg.table, "table1", paths, deadline)
+
+
+def run_table(table: Table, name: str, paths: Paths, deadline: Deadline) -> dict[str, Any]:
+  """Trains every row of `table` and writes results/<profile>/<name>.json."""
   rows = [Row.parse(r) for r in table.rows]
   ds = load_dataset(table)
   out: dict[str, Any] = {
@@ -245,7 +255,7 @@ def table1(cfg: Config, paths: Paths, deadline: Deadline) -> dict[str, Any]:
     base = BASELINE[Arch(entry["arch"])]
     if base in out["rows"] and name != base:
       out["gaps"][name] = entry["mean_test_acc"] - out["rows"][base]["mean_test_acc"]
-  runlog.write_json(paths.results / "table1.json", out)
+  runlog.write_json(paths.results / f"{name}.json", out)
   return {"trained_rnn_lcp_di": trained, "dataset": ds}
 
 

@@ -90,6 +90,8 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
   paths.figures.mkdir(parents=True, exist_ok=True)
   if cfg.table.enabled:
     res = runlog.read_json(paths.results / "table1.json")
+    if "skipped" in res:  # user-provided data absent: nothing to draw
+      return
     table_figure(res, paths)
     control_figure(res, paths)
   if cfg.alignment.enabled:

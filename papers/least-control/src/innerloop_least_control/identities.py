@@ -18,14 +18,14 @@ import numpy as np
 from innerloop_core.fixed_point import Solver, SolverConfig, solve, unrolled
 from innerloop_least_control import methods as M
 from innerloop_least_control.model import (
-  FORWARD,
   Arch,
   ModelConfig,
   decoder,
+  forward_params,
   implicit_map,
   init_params,
   mean_cross_entropy,
-  unrolled_ff,
+  unrolled_forward,
   zero_state,
 )
 from innerloop_tasks import images
@@ -63,8 +63,9 @@ def _problem(setup: Setup, arch: Arch, **model_kw):
 
 
 def _rel(a: M.Params, b: M.Params) -> float:
-  fa = jnp.concatenate([a[n].ravel() for n in FORWARD])
-  fb = jnp.concatenate([b[n].ravel() for n in FORWARD])
+  names = sorted(b)
+  fa = jnp.concatenate([a[n].ravel() for n in names])
+  fb = jnp.concatenate([b[n].ravel() for n in names])
   return float(jnp.linalg.norm(fa - fb) / jnp.linalg.norm(fb))
 
 
@@ -78,7 +79,7 @@ def rbp_vs_bptt(setup: Setup = Setup(), steps: int = 200) -> float:
     v = unrolled(lambda v: implicit_map(q, x, v, cfg.arch), zero_state(x, cfg), steps)
     return mean_cross_entropy(decoder(q, v), y)
 
-  bptt = jax.grad(bptt_loss)({n: p[n] for n in FORWARD})
+  bptt = jax.grad(bptt_loss)(forward_params(p))
   return _rel(rbp, bptt)
 
 
@@ -86,8 +87,8 @@ def bp_vs_rbp_ff(setup: Setup = Setup()) -> float:
   """ff: autodiff through the 3-step forward pass vs recurrent backprop (2-step convergence)."""
   cfg, p, x, y = _problem(setup, Arch.FF)
   rbp = M.rbp_gradient(p, x, y, cfg, M.GradConfig(forward=TIGHT, backward=TIGHT))
-  bp = jax.grad(lambda q: mean_cross_entropy(decoder(q, unrolled_ff(q, x, cfg)), y))(
-    {n: p[n] for n in FORWARD}
+  bp = jax.grad(lambda q: mean_cross_entropy(decoder(q, unrolled_forward(q, x, cfg)), y))(
+    forward_params(p)
   )
   return _rel(bp, rbp)
 
@@ -121,7 +122,7 @@ def least_control_theorem(setup: Setup = Setup(), eps: float = 1e-5, directions:
   cfg, p, x, y = _problem(setup, Arch.RNN)
   ctrl = M.ControlConfig(alpha=setup.alpha, solver=TIGHT)
   grad_cfg = M.GradConfig()
-  fwd = {n: p[n] for n in FORWARD}
+  fwd = forward_params(p)
 
   def h_of(q):
     s, _ = M.controlled_equilibrium(q, x, y, cfg, ctrl, M.Method.LCP_DI)
@@ -140,7 +141,7 @@ def least_control_theorem(setup: Setup = Setup(), eps: float = 1e-5, directions:
     plus = jax.tree.map(lambda a, b: a + eps * b, fwd, d)
     minus = jax.tree.map(lambda a, b: a - eps * b, fwd, d)
     fd.append(float((h_jit(plus) - h_jit(minus)) / (2 * eps)))
-    an.append(float(sum(jnp.sum(grad_h[n] * d[n]) for n in FORWARD)))
+    an.append(float(sum(jnp.sum(grad_h[n] * d[n]) for n in fwd)))
   fd, an = np.asarray(fd), np.asarray(an)
   return float(np.linalg.norm(fd - an) / np.linalg.norm(an))
 

@@ -40,14 +40,15 @@ import optax
 from innerloop_core.config import ConfigError, parse_enum
 from innerloop_core.fixed_point import Solution, SolverConfig, fixed_point, solve, unrolled
 from innerloop_least_control.model import (
-  FORWARD,
+  FEEDBACK_PREFIX,
   Arch,
   ModelConfig,
   Params,
   decoder,
+  forward_params,
   implicit_map,
   mean_cross_entropy,
-  unrolled_ff,
+  unrolled_forward,
   zero_state,
 )
 
@@ -111,7 +112,8 @@ def feedback_params(p: Params, method: Method) -> Params:
   """The weights the control signal travels back through: the forward ones (DI) or the
   Kolen–Pollack copies (KP)."""
   if method is Method.LCP_KP:
-    return {**p, "w": p["fw"], "d": p["fd"]}
+    n = len(FEEDBACK_PREFIX)
+    return {**p, **{k[n:]: v for k, v in p.items() if k.startswith(FEEDBACK_PREFIX)}}
   return p
 
 
@@ -258,9 +260,9 @@ def training_loss(
   method feeds the optimiser (autodiff for BP/RBP/BPTT, the local rule for LCP)."""
   arch = cfg.arch
   if method is Method.BP:
-    if arch is not Arch.FF:
-      raise ConfigError("method 'bp' needs model.arch 'ff' (use 'rbp' or 'bptt' for rnn)")
-    return mean_cross_entropy(decoder(p, unrolled_ff(p, x, cfg)), labels)
+    if arch is Arch.RNN:
+      raise ConfigError("method 'bp' needs a feedforward arch (use 'rbp' or 'bptt' for rnn)")
+    return mean_cross_entropy(decoder(p, unrolled_forward(p, x, cfg)), labels)
   if method is Method.RBP:
     sol = fixed_point(
       _map_for(arch), (p, x), zero_state(x, cfg), grad_cfg.forward, grad_cfg.backward
@@ -275,10 +277,11 @@ def training_loss(
     # Kolen–Pollack: the feedback copies receive the forward weights' updates (same shapes)
     # and the same weight decay, so their difference decays away.
     delta = jax.lax.stop_gradient(_local_update(p, x, s, e, u, arch))
-    fw_term = -jnp.sum(p["fw"] * delta["w"])
-    fd_term = -jnp.sum(p["fd"] * delta["d"])
-    decay = sum(jnp.sum(p[n] ** 2) for n in ("w", "d", "fw", "fd"))
-    surrogate = surrogate + fw_term + fd_term + 0.5 * ctrl.kp_wd * decay
+    n = len(FEEDBACK_PREFIX)
+    copies = [k for k in p if k.startswith(FEEDBACK_PREFIX)]
+    kp_term = -sum(jnp.sum(p[k] * delta[k[n:]]) for k in copies)
+    decay = sum(jnp.sum(p[k] ** 2) + jnp.sum(p[k[n:]] ** 2) for k in copies)
+    surrogate = surrogate + kp_term + 0.5 * ctrl.kp_wd * decay
   if method is Method.LCP_LF:
     # q is a buffer: its "gradient" q − ΔQ_noise + wd·q makes plain SGD with rate lf_rate an
     # exponential average of the noise estimates (the optimiser gives q its own SGD).
@@ -299,7 +302,7 @@ def training_loss(
 
 def _local_update(p, x, s, e, u, arch) -> Params:
   """((∂θ f)ᵀe*, (∂θ dec)ᵀu*) for the forward parameters: one VJP of f and one of dec."""
-  return jax.grad(lambda q: -lcp_surrogate(q, x, s, e, u, arch))({n: p[n] for n in FORWARD})
+  return jax.grad(lambda q: -lcp_surrogate(q, x, s, e, u, arch))(forward_params(p))
 
 
 def _rnn_map(px, v):
@@ -312,8 +315,13 @@ def _ff_map(px, v):
   return implicit_map(p, x, v, Arch.FF)
 
 
+def _conv_ff_map(px, v):
+  p, x = px
+  return implicit_map(p, x, v, Arch.CONV_FF)
+
+
 def _map_for(arch: Arch):
-  return _rnn_map if arch is Arch.RNN else _ff_map
+  return {Arch.RNN: _rnn_map, Arch.FF: _ff_map, Arch.CONV_FF: _conv_ff_map}[arch]
 
 
 def lcp_update(
@@ -333,7 +341,7 @@ def lcp_update(
 
 def rbp_gradient(p: Params, x, labels, cfg: ModelConfig, grad_cfg: GradConfig) -> Params:
   """∇θ L at the free equilibrium by recurrent backprop (forward parameters only)."""
-  fwd = {n: p[n] for n in FORWARD}
+  fwd = forward_params(p)
 
   def loss(q):
     sol = fixed_point(
@@ -345,8 +353,9 @@ def rbp_gradient(p: Params, x, labels, cfg: ModelConfig, grad_cfg: GradConfig) -
 
 
 def cosine(a: Params, b: Params) -> jax.Array:
-  fa = jnp.concatenate([a[n].ravel() for n in FORWARD])
-  fb = jnp.concatenate([b[n].ravel() for n in FORWARD])
+  names = sorted(forward_params(a))
+  fa = jnp.concatenate([a[n].ravel() for n in names])
+  fb = jnp.concatenate([b[n].ravel() for n in names])
   return jnp.dot(fa, fb) / (jnp.linalg.norm(fa) * jnp.linalg.norm(fb))
 
 
