@@ -54,8 +54,9 @@ def test_kp_with_exact_feedback_equals_di_on_conv_ff():
   cfg = ModelConfig(arch=Arch.CONV_FF, input_dim=3072, hidden=0, kp_feedback=True)
   p = init_params(cfg, jax.random.key(3))
   p = {**p, **{f"fb_{n}": p[n] for n in forward_params(p) if f"fb_{n}" in p}}
-  x, y = _batch()
-  ctrl = M.ControlConfig(solver=SolverConfig(tol=1e-5, max_iter=300, per_leaf=True))
+  x, y = _batch(1)
+  # Equal feedback makes the two dynamics identical step by step: 25 steps suffice to test it.
+  ctrl = M.ControlConfig(solver=SolverConfig(tol=0.0, max_iter=25))
   di = M.lcp_update(p, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_DI)
   kp = M.lcp_update(p, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_KP)
   for name in di:

@@ -73,8 +73,12 @@ class Row:
     return cls(text, arch, method, bool(suffix))
 
 
-def load_dataset(table: Table) -> images.Dataset:
-  ds = images.load(table.dataset, table.data_dir or None)
+def load_dataset(table: Table, root: pathlib.Path | None = None) -> images.Dataset:
+  """The table's dataset; a relative data_dir is taken from the paper directory `root`."""
+  data_dir = pathlib.Path(table.data_dir) if table.data_dir else None
+  if data_dir is not None and not data_dir.is_absolute() and root is not None:
+    data_dir = root / data_dir
+  ds = images.load(table.dataset, data_dir)
   if table.train_subset:
     ds = dataclasses.replace(
       ds, x_train=ds.x_train[: table.train_subset], y_train=ds.y_train[: table.train_subset]
@@ -171,9 +175,9 @@ def train_row(
       out["control_energy"] = 0.5 * (jnp.sum(e**2) + jnp.sum(u**2)) / xb.shape[0]
     return out
 
-  fingerprint = core_config.fingerprint(
-    {"table": core_config.to_dict(table), "row": row.name, "n": len(ds.y_train)}
-  )
+  # The row's own settings: adding or removing other rows keeps this row's checkpoints valid.
+  settings = {k: v for k, v in core_config.to_dict(table).items() if k != "rows"}
+  fingerprint = core_config.fingerprint({"table": settings, "row": row.name, "n": len(ds.y_train)})
   res = train(
     name=f"least-control {row.name}",
     init=lambda key: EquilibriumNet(model_cfg, key),
@@ -221,14 +225,18 @@ def train_row(
 BASELINE = {Arch.FF: "ff-bp", Arch.RNN: "rnn-rbp", Arch.CONV_FF: "conv-ff-bp"}
 
 
-def table1(cfg: Config, paths: Paths, deadline: Deadline) -> dict[str, Any]:
-  return run_table(cfg.table, "table1", paths, deadline)
+def table1(
+  cfg: Config, paths: Paths, deadline: Deadline, root: pathlib.Path | None = None
+) -> dict[str, Any]:
+  return run_table(cfg.table, "table1", paths, deadline, root)
 
 
-def run_table(table: Table, name: str, paths: Paths, deadline: Deadline) -> dict[str, Any]:
+def run_table(
+  table: Table, name: str, paths: Paths, deadline: Deadline, root: pathlib.Path | None = None
+) -> dict[str, Any]:
   """Trains every row of `table` and writes results/<profile>/<name>.json."""
   rows = [Row.parse(r) for r in table.rows]
-  ds = load_dataset(table)
+  ds = load_dataset(table, root)
   out: dict[str, Any] = {
     "dataset": ds.name,
     "num_train": len(ds.y_train),
@@ -251,10 +259,10 @@ def run_table(table: Table, name: str, paths: Paths, deadline: Deadline) -> dict
       file=sys.stderr,
     )
   # Accuracy gaps to the gradient baseline of the same architecture (mean over seeds).
-  for name, entry in out["rows"].items():
+  for row_name, entry in out["rows"].items():
     base = BASELINE[Arch(entry["arch"])]
-    if base in out["rows"] and name != base:
-      out["gaps"][name] = entry["mean_test_acc"] - out["rows"][base]["mean_test_acc"]
+    if base in out["rows"] and row_name != base:
+      out["gaps"][row_name] = entry["mean_test_acc"] - out["rows"][base]["mean_test_acc"]
   runlog.write_json(paths.results / f"{name}.json", out)
   return {"trained_rnn_lcp_di": trained, "dataset": ds}
 

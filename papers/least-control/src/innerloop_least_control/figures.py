@@ -32,7 +32,7 @@ def _note(paths: PaperPaths, res: dict) -> str:
   )
 
 
-def table_figure(res: dict, paths: PaperPaths) -> None:
+def table_figure(res: dict, paths: PaperPaths, name: str = "table1") -> None:
   rows = res["rows"]
   fig, ax = F.subplots(1, 2, width=4.2, height=3.0)
   names = list(rows)
@@ -44,14 +44,15 @@ def table_figure(res: dict, paths: PaperPaths) -> None:
     ax[0, 0].plot([i] * len(accs), accs, "k.", ms=3)
   lo = min(min(r["final_test_acc"]) for r in rows.values())
   ax[0, 0].set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=6)
-  ax[0, 0].set(ylabel="test accuracy (%)", ylim=(max(0, lo - 5), 100), title="Table 1 analogue")
+  title = "Table 1 analogue" if name == "table1" else "Table 2 (CIFAR-10)"
+  ax[0, 0].set(ylabel="test accuracy (%)", ylim=(max(0, lo - 5), 100), title=title)
   for name, r in rows.items():
     ys = np.asarray(r["curve"]["test_acc"]).T  # seeds × evaluations
     style = "-" if r["arch"] == "rnn" else "--"
     F.plot_seeds(ax[0, 1], r["curve"]["epoch"], ys, name, METHOD_COLORS[r["method"]], style)
   ax[0, 1].set(xlabel="epoch", ylabel="test accuracy (%)", ylim=(max(0, lo - 10), 100))
   ax[0, 1].legend(ncol=2, fontsize=5)
-  F.savefig(fig, paths.figures / "table1.png", note=_note(paths, res))
+  F.savefig(fig, paths.figures / f"{name}.png", note=_note(paths, res))
 
 
 def control_figure(res: dict, paths: PaperPaths) -> None:
@@ -88,11 +89,17 @@ def alignment_figure(al: dict, paths: PaperPaths) -> None:
 
 def render_all(cfg: Config, paths: PaperPaths) -> None:
   paths.figures.mkdir(parents=True, exist_ok=True)
+  # A table whose user-provided data was absent holds only {"skipped": ...}: nothing to draw.
   if cfg.table.enabled:
     res = runlog.read_json(paths.results / "table1.json")
-    if "skipped" in res:  # user-provided data absent: nothing to draw
-      return
-    table_figure(res, paths)
-    control_figure(res, paths)
+    if "skipped" not in res:
+      table_figure(res, paths)
+      control_figure(res, paths)
+  if cfg.table2.enabled:
+    res = runlog.read_json(paths.results / "table2.json")
+    if "skipped" not in res:
+      table_figure(res, paths, "table2")
   if cfg.alignment.enabled:
-    alignment_figure(runlog.read_json(paths.results / "alignment.json"), paths)
+    al = runlog.read_json(paths.results / "alignment.json")
+    if "skipped" not in al:
+      alignment_figure(al, paths)

@@ -24,23 +24,22 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
       file=sys.stderr,
     )
   trained, ds = None, None
-  try:
-    if cfg.table.enabled:
-      out = experiments.table1(cfg, run_paths, deadline)
+  if cfg.table.enabled:
+    try:
+      out = experiments.table1(cfg, run_paths, deadline, root=paths.root)
       trained, ds = out["trained_rnn_lcp_di"], out["dataset"]
-  except images.DataNotProvided as e:
-    # User-provided data (full profile) is absent: record the skip; the check says NOT RUN.
-    print(f"[least-control] skipped the table and the alignment: {e}", file=sys.stderr)
-    runlog.write_json(paths.results / "table1.json", {"skipped": str(e)})
-    runlog.write_json(paths.results / "alignment.json", {"skipped": str(e)})
-    return
+    except images.DataNotProvided as e:
+      # User-provided data (full profile) is absent: record the skip; the check says NOT RUN.
+      print(f"[least-control] skipped Table 1 and the alignment: {e}", file=sys.stderr)
+      runlog.write_json(paths.results / "table1.json", {"skipped": str(e)})
+      runlog.write_json(paths.results / "alignment.json", {"skipped": str(e)})
   if cfg.table2.enabled:
     try:
-      experiments.run_table(cfg.table2, "table2", run_paths, deadline)
+      experiments.run_table(cfg.table2, "table2", run_paths, deadline, root=paths.root)
     except images.DataNotProvided as e:
       print(f"[least-control] skipped Table 2: {e}", file=sys.stderr)
       runlog.write_json(paths.results / "table2.json", {"skipped": str(e)})
-  if cfg.alignment.enabled:
+  if cfg.alignment.enabled and (ds is not None or not cfg.table.enabled):
     if ds is None:
-      ds = experiments.load_dataset(cfg.table)
+      ds = experiments.load_dataset(cfg.table, paths.root)
     experiments.alignment(cfg, run_paths, ds, trained)
