@@ -284,7 +284,7 @@ def alignment(cfg: Config, paths: Paths, ds: images.Dataset, trained_model=None)
   for label, p in models.items():
     rbp = M.rbp_gradient(p, x, y, model_cfg, grad_cfg)
     neg = jax.tree.map(jnp.negative, rbp)
-    cos, iters = [], []
+    cos, iters, resid = [], [], []
     for s in al.strengths:
       alpha, k_i = (1.0 / s, 1.0) if s >= 1 else (1.0, s)
       ctrl = M.ControlConfig(alpha=alpha, k_i=k_i, solver=al.solver)
@@ -292,7 +292,8 @@ def alignment(cfg: Config, paths: Paths, ds: images.Dataset, trained_model=None)
       cos.append(float(M.cosine(upd, neg)))
       _, sol = M.controlled_equilibrium(p, x, y, model_cfg, ctrl, M.Method.LCP_DI)
       iters.append(int(sol.iterations))
-    out["curves"][label] = {"cosine": cos, "iterations": iters}
+      resid.append(float(sol.residual))
+    out["curves"][label] = {"cosine": cos, "iterations": iters, "residual": resid}
   out["weak_limit_cosine"] = {k: v["cosine"][0] for k, v in out["curves"].items()}
   runlog.write_json(paths.results / "alignment.json", out)
   return out

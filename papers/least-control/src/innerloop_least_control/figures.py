@@ -36,20 +36,20 @@ def table_figure(res: dict, paths: PaperPaths, name: str = "table1") -> None:
   rows = res["rows"]
   fig, ax = F.subplots(1, 2, width=4.2, height=3.0)
   names = list(rows)
-  for i, name in enumerate(names):
-    accs = np.asarray(rows[name]["final_test_acc"])
-    color = METHOD_COLORS[rows[name]["method"]]
-    hatch = "//" if rows[name]["weak_control"] else None
+  for i, row_name in enumerate(names):
+    accs = np.asarray(rows[row_name]["final_test_acc"])
+    color = METHOD_COLORS[rows[row_name]["method"]]
+    hatch = "//" if rows[row_name]["weak_control"] else None
     ax[0, 0].bar(i, accs.mean(), color=color, alpha=0.7, hatch=hatch)
     ax[0, 0].plot([i] * len(accs), accs, "k.", ms=3)
   lo = min(min(r["final_test_acc"]) for r in rows.values())
   ax[0, 0].set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=6)
   title = "Table 1 analogue" if name == "table1" else "Table 2 (CIFAR-10)"
   ax[0, 0].set(ylabel="test accuracy (%)", ylim=(max(0, lo - 5), 100), title=title)
-  for name, r in rows.items():
+  for row_name, r in rows.items():
     ys = np.asarray(r["curve"]["test_acc"]).T  # seeds × evaluations
     style = "-" if r["arch"] == "rnn" else "--"
-    F.plot_seeds(ax[0, 1], r["curve"]["epoch"], ys, name, METHOD_COLORS[r["method"]], style)
+    F.plot_seeds(ax[0, 1], r["curve"]["epoch"], ys, row_name, METHOD_COLORS[r["method"]], style)
   ax[0, 1].set(xlabel="epoch", ylabel="test accuracy (%)", ylim=(max(0, lo - 10), 100))
   ax[0, 1].legend(ncol=2, fontsize=5)
   F.savefig(fig, paths.figures / f"{name}.png", note=_note(paths, res))
@@ -61,7 +61,7 @@ def control_figure(res: dict, paths: PaperPaths) -> None:
   if not rows:
     return
   fig, ax = F.subplots(1, 1, width=4.2, height=3.0)
-  for i, (name, r) in enumerate(rows.items()):
+  for i, (_, r) in enumerate(rows.items()):
     init, final = r["control_energy"]["initial"], r["control_energy"]["final"]
     ax[0, 0].plot([i - 0.15] * len(init), init, "o", color="#999999", ms=3)
     ax[0, 0].plot([i + 0.15] * len(final), final, "o", color=METHOD_COLORS[r["method"]], ms=3)
