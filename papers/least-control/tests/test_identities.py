@@ -27,7 +27,7 @@ def test_bp_on_ff_equals_rbp():
   assert I.bp_vs_rbp_ff() <= 1e-5
 
 
-@pytest.mark.parametrize("arch", list(Arch))
+@pytest.mark.parametrize("arch", [Arch.RNN, Arch.FF])
 def test_di_equilibrium_identities(arch):
   res = I.di_equilibrium_residuals(arch=arch)
   for name in ("state", "output", "control", "integral"):
