@@ -53,6 +53,11 @@ def test_adam_matches_optax_and_schedules_decay():
 
   sched = learning_rate_schedule(OptimConfig(learning_rate=1.0, schedule=Schedule.COSINE), 100)
   assert float(sched(0)) == 1.0 and float(sched(100)) < 1e-6
+  floor = OptimConfig(learning_rate=1.0, schedule=Schedule.COSINE, final_lr_fraction=0.1)
+  sched = learning_rate_schedule(floor, 100)
+  np.testing.assert_allclose(
+    [float(sched(0)), float(sched(50)), float(sched(100))], [1, 0.55, 0.1], rtol=1e-5
+  )
 
 
 def _figure(path, data):

@@ -22,7 +22,7 @@ class OptimizerName(enum.Enum):
 
 class Schedule(enum.Enum):
   CONSTANT = "constant"
-  COSINE = "cosine"  # cosine decay to 0 over the run
+  COSINE = "cosine"  # cosine decay to final_lr_fraction·lr (default 0) over the run
   WARMUP_COSINE = "warmup_cosine"  # linear warm-up, then cosine decay to 0
 
 
@@ -37,13 +37,16 @@ class OptimConfig:
   warmup_steps: int = 0
   clip_global_norm: float | None = None
   clip_elementwise: float | None = None
+  final_lr_fraction: float = 0.0  # COSINE only: the learning rate ends at this fraction
 
 
 def learning_rate_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
   if cfg.schedule is Schedule.CONSTANT:
     return optax.constant_schedule(cfg.learning_rate)
   if cfg.schedule is Schedule.COSINE:
-    return optax.cosine_decay_schedule(cfg.learning_rate, max(num_steps, 1))
+    return optax.cosine_decay_schedule(
+      cfg.learning_rate, max(num_steps, 1), alpha=cfg.final_lr_fraction
+    )
   if cfg.schedule is Schedule.WARMUP_COSINE:
     return optax.warmup_cosine_decay_schedule(
       0.0, cfg.learning_rate, cfg.warmup_steps, max(num_steps, cfg.warmup_steps + 1)
@@ -72,6 +75,8 @@ def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransforma
   elif cfg.name is OptimizerName.ADAMW:
     chain.append(optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
   elif cfg.name is OptimizerName.SGD:
+    if cfg.weight_decay:  # coupled L2 decay, as torch.optim.SGD(weight_decay=...)
+      chain.append(optax.add_decayed_weights(cfg.weight_decay))
     chain.append(optax.sgd(lr))
   else:
     raise ConfigError(

@@ -9,6 +9,10 @@ A paper supplies four pure pieces and the loop does the rest:
   loss(model, batch) -> scalar                 the training objective
   evaluate(model) -> {name: scalar}            validation metrics (optional)
 
+With `data=` (a pytree of arrays, e.g. a whole image dataset), the two readers become
+`sample_batch(key, data)` and `evaluate(model, data)`, and `data` enters the jitted steps as
+an argument: closing over a large array instead would embed it in the compiled program.
+
 Randomness comes only from explicit keys: seed s initialises from
 `fold_in(key(s), 0)` and its step-t batch from `fold_in(fold_in(key(s), 1), t)`, so a
 resumed run draws exactly the batches an uninterrupted run would have drawn and ends with
@@ -104,6 +108,7 @@ def train(
   fingerprint: str,
   evaluate: Callable[[nnx.Module], Mapping[str, jax.Array]] | None = None,
   deadline: Deadline | None = None,
+  data: Any = None,
 ) -> TrainResult:
   """Trains len(seeds) models side by side; resumes from `run_dir` if it holds a checkpoint.
 
@@ -127,18 +132,24 @@ def train(
   opt_state = jax.vmap(optimizer.init)(params)
   data_keys = seed_keys(seeds, 1)
 
-  def step_one(params, opt_state, data_key, step):
-    batch = sample_batch(jax.random.fold_in(data_key, step))
+  def draw(key, data):
+    return sample_batch(key) if data is None else sample_batch(key, data)
+
+  def step_one(params, opt_state, data_key, step, data):
+    batch = draw(jax.random.fold_in(data_key, step), data)
     value, grads = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p), batch))(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value
 
-  train_step = jax.jit(jax.vmap(step_one, in_axes=(0, 0, 0, None)), donate_argnums=(0, 1))
+  train_step = jax.jit(jax.vmap(step_one, in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
 
-  def eval_one(params):
-    return dict(evaluate(nnx.merge(graphdef, params))) if evaluate else {}
+  def eval_one(params, data):
+    if evaluate is None:
+      return {}
+    model = nnx.merge(graphdef, params)
+    return dict(evaluate(model) if data is None else evaluate(model, data))
 
-  eval_step = jax.jit(jax.vmap(eval_one))
+  eval_step = jax.jit(jax.vmap(eval_one, in_axes=(0, None)))
 
   ckpt = Checkpointer(run_dir / "checkpoints", fingerprint)
   history: list[dict[str, Any]] = []
@@ -158,7 +169,7 @@ def train(
     row: dict[str, Any] = {"step": step}
     if train_loss is not None:
       row["train_loss"] = [float(v) for v in train_loss]
-    for k, v in eval_step(params).items():
+    for k, v in eval_step(params, data).items():
       row[k] = [float(x) for x in np.asarray(v)]
     history.append(row)
     runlog.append_jsonl(metrics_path, row)
@@ -177,7 +188,7 @@ def train(
   step = start
   try:
     while step < loop.num_steps:
-      params, opt_state, value = train_step(params, opt_state, data_keys, step)
+      params, opt_state, value = train_step(params, opt_state, data_keys, step, data)
       step += 1
       if step % loop.eval_every == 0 or step == loop.num_steps:
         row = log_row(step, np.asarray(value))

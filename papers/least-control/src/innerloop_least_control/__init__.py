@@ -1,0 +1,1 @@
+"""Reproduction of "The least-control principle for local learning at equilibrium"."""

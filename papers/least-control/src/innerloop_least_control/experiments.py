@@ -1,0 +1,307 @@
+"""The least-control experiments: a Table-1 analogue, the alignment sweep, the identities.
+
+Each writes `results/<profile>/<name>.json` for the figures and the published-results check.
+Accuracies are in percent, from the free equilibrium after the last epoch (as the paper
+reports), one value per seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from innerloop_core import config as core_config
+from innerloop_core import runlog
+from innerloop_core.optim import OptimConfig, Schedule, make_optimizer
+from innerloop_core.train import Deadline, LoopConfig, train
+from innerloop_least_control import identities
+from innerloop_least_control import methods as M
+from innerloop_least_control.config import Alignment, Config, Table
+from innerloop_least_control.model import (
+  Arch,
+  EquilibriumNet,
+  ModelConfig,
+  accuracy,
+  decoder,
+  free_equilibrium,
+  init_params,
+  mean_cross_entropy,
+  params_of,
+  unrolled_forward,
+)
+from innerloop_tasks import images
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+  results: pathlib.Path
+  runs: pathlib.Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  name: str
+  arch: Arch
+  method: M.Method
+  weak: bool
+
+  @classmethod
+  def parse(cls, text: str) -> "Row":
+    base, _, suffix = text.partition("@")
+    if suffix not in ("", "weak"):
+      raise core_config.ConfigError(f"table.rows: {text!r}: the only suffix is '@weak'")
+    # The longest arch name that prefixes the row ("conv-ff-bp" is conv-ff, not ff).
+    arch_text = max(
+      (a.value for a in Arch if base.startswith(a.value + "-")), key=len, default=base
+    )
+    arch = core_config.parse_enum(arch_text, Arch, f"table.rows ({text!r}) arch")
+    method_text = base[len(arch_text) + 1 :]
+    method = core_config.parse_enum(method_text, M.Method, f"table.rows ({text!r}) method")
+    if method is M.Method.BP and arch is Arch.RNN:
+      raise core_config.ConfigError(f"table.rows: {text!r}: bp needs a feedforward arch (use rbp)")
+    if suffix and not method.is_lcp:
+      raise core_config.ConfigError(f"table.rows: {text!r}: '@weak' applies to lcp methods")
+    return cls(text, arch, method, bool(suffix))
+
+
+def load_dataset(table: Table, root: pathlib.Path | None = None) -> images.Dataset:
+  """The table's dataset; a relative data_dir is taken from the paper directory `root`."""
+  data_dir = pathlib.Path(table.data_dir) if table.data_dir else None
+  if data_dir is not None and not data_dir.is_absolute() and root is not None:
+    data_dir = root / data_dir
+  ds = images.load(table.dataset, data_dir)
+  if table.train_subset:
+    ds = dataclasses.replace(
+      ds, x_train=ds.x_train[: table.train_subset], y_train=ds.y_train[: table.train_subset]
+    )
+  return ds
+
+
+def row_control(table: Table, row: Row) -> M.ControlConfig:
+  if row.weak:
+    return table.weak_control
+  if row.method is M.Method.LCP_EBD:
+    return table.ff_ebd if row.arch is Arch.FF else table.rnn_ebd
+  return table.control
+
+
+def _optimizer(table: Table, row: Row, num_steps: int) -> optax.GradientTransformation:
+  main = make_optimizer(
+    OptimConfig(
+      name=table.optimizer,
+      learning_rate=table.learning_rate,
+      weight_decay=table.weight_decay,
+      schedule=Schedule.COSINE,
+      final_lr_fraction=0.1,
+      clip_global_norm=table.clip_rnn if row.arch is Arch.RNN else None,
+    ),
+    num_steps,
+  )
+  if row.method is not M.Method.LCP_LF:
+    return main
+  # q is a buffer estimated from noise, not a trained weight: plain SGD at lf_rate on its
+  # pseudo-gradient (see methods.training_loss), outside Adam and the clipping.
+  rate = row_control(table, row).lf_rate
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+      lambda path, _: "buffer" if any(getattr(k, "key", None) == "q" for k in path) else "main",
+      params,
+    )
+
+  return optax.multi_transform({"main": main, "buffer": optax.sgd(rate)}, labels)
+
+
+def train_row(
+  table: Table, row: Row, ds: images.Dataset, paths: Paths, deadline: Deadline
+) -> dict[str, Any]:
+  """Trains one row for table.seeds seeds (vmapped); returns its results entry."""
+  model_cfg = ModelConfig(
+    arch=row.arch,
+    input_dim=ds.x_train.shape[1],
+    hidden=table.hidden,
+    num_classes=ds.num_classes,
+    kp_feedback=row.method is M.Method.LCP_KP,
+    linear_feedback=row.method is M.Method.LCP_LF,
+  )
+  ctrl = row_control(table, row)
+  steps_per_epoch = math.ceil(len(ds.y_train) / table.batch_size)
+  num_steps = table.epochs * steps_per_epoch
+  eval_every = max(1, num_steps // max(table.evals, 1))
+  data = (
+    jnp.asarray(ds.x_train),
+    jnp.asarray(ds.y_train),
+    jnp.asarray(ds.x_test),
+    jnp.asarray(ds.y_test),
+  )
+
+  def sample_batch(key, data):
+    k_idx, k_noise = jax.random.split(key)
+    idx = jax.random.randint(k_idx, (table.batch_size,), 0, data[0].shape[0])
+    return data[0][idx], data[1][idx], k_noise
+
+  def loss(model, batch):
+    x, y, key = batch
+    return M.training_loss(params_of(model), x, y, key, model_cfg, row.method, ctrl, table.grad)
+
+  def evaluate(model, data):
+    p = params_of(model)
+    x, y = data[2], data[3]
+    if row.method is M.Method.BP:
+      v = unrolled_forward(p, x, model_cfg)
+      iters = jnp.asarray(0.0)  # no solver: the explicit forward pass
+    else:
+      sol = free_equilibrium(p, x, model_cfg, table.eval_solver)
+      v, iters = sol.value, sol.iterations.astype(jnp.float32)
+    logits = decoder(p, v)
+    out = {
+      "test_acc": 100.0 * accuracy(logits, y),
+      "test_loss": mean_cross_entropy(logits, y),
+      "free_iterations": iters,
+    }
+    if row.method.is_lcp:
+      # Least-control objective on the first test batch: H = ½‖ψ*‖² (mean over examples).
+      xb, yb = x[: table.batch_size], y[: table.batch_size]
+      s, e, u = M.lcp_state(p, xb, yb, model_cfg, ctrl, table.grad, row.method)
+      out["control_energy"] = 0.5 * (jnp.sum(e**2) + jnp.sum(u**2)) / xb.shape[0]
+    return out
+
+  # The row's own settings: adding or removing other rows keeps this row's checkpoints valid.
+  settings = {k: v for k, v in core_config.to_dict(table).items() if k != "rows"}
+  fingerprint = core_config.fingerprint({"table": settings, "row": row.name, "n": len(ds.y_train)})
+  res = train(
+    name=f"least-control {row.name}",
+    init=lambda key: EquilibriumNet(model_cfg, key),
+    sample_batch=sample_batch,
+    loss=loss,
+    optimizer=_optimizer(table, row, num_steps),
+    loop=LoopConfig(num_steps, eval_every=eval_every, checkpoint_every=min(eval_every, 1000)),
+    seeds=tuple(range(table.seeds)),
+    run_dir=paths.runs / row.name.replace("@", "_"),
+    fingerprint=fingerprint,
+    evaluate=evaluate,
+    deadline=deadline,
+    data=data,
+  )
+  hist = res.history
+  entry = {
+    "arch": row.arch.value,
+    "method": row.method.value,
+    "weak_control": row.weak,
+    "control": core_config.to_dict(ctrl) if row.method.is_lcp else None,
+    "final_test_acc": res.final("test_acc"),
+    "final_test_loss": res.final("test_loss"),
+    "final_free_iterations": res.final("free_iterations"),
+    "mean_test_acc": float(np.mean(res.final("test_acc"))),
+    "curve": {
+      "epoch": [h["step"] / steps_per_epoch for h in hist],
+      "test_acc": [h["test_acc"] for h in hist],
+      "test_loss": [h["test_loss"] for h in hist],
+    },
+    "wall_time_s": round(res.wall_time_s, 1),
+    "num_steps": num_steps,
+  }
+  if row.method.is_lcp:
+    entry["control_energy"] = {
+      "initial": hist[0]["control_energy"],
+      "final": hist[-1]["control_energy"],
+      "initial_mean": float(np.mean(hist[0]["control_energy"])),
+      "final_mean": float(np.mean(hist[-1]["control_energy"])),
+    }
+  if res.seeds and row.method is M.Method.LCP_DI and row.arch is Arch.RNN and not row.weak:
+    entry["_trained_params_seed0"] = res.model(0)
+  return entry
+
+
+BASELINE = {Arch.FF: "ff-bp", Arch.RNN: "rnn-rbp", Arch.CONV_FF: "conv-ff-bp"}
+
+
+def table1(
+  cfg: Config, paths: Paths, deadline: Deadline, root: pathlib.Path | None = None
+) -> dict[str, Any]:
+  return run_table(cfg.table, "table1", paths, deadline, root)
+
+
+def run_table(
+  table: Table, name: str, paths: Paths, deadline: Deadline, root: pathlib.Path | None = None
+) -> dict[str, Any]:
+  """Trains every row of `table` and writes results/<profile>/<name>.json."""
+  rows = [Row.parse(r) for r in table.rows]
+  ds = load_dataset(table, root)
+  out: dict[str, Any] = {
+    "dataset": ds.name,
+    "num_train": len(ds.y_train),
+    "num_test": len(ds.y_test),
+    "hidden": table.hidden,
+    "epochs": table.epochs,
+    "seeds": list(range(table.seeds)),
+    "rows": {},
+    "gaps": {},
+  }
+  trained = None
+  for row in rows:
+    t0 = time.perf_counter()
+    entry = train_row(table, row, ds, paths, deadline)
+    trained = entry.pop("_trained_params_seed0", trained)
+    out["rows"][row.name] = entry
+    print(
+      f"[least-control] {row.name}: test acc {np.round(entry['final_test_acc'], 2).tolist()} "
+      f"({time.perf_counter() - t0:.0f} s)",
+      file=sys.stderr,
+    )
+  # Accuracy gaps to the gradient baseline of the same architecture (mean over seeds).
+  for row_name, entry in out["rows"].items():
+    base = BASELINE[Arch(entry["arch"])]
+    if base in out["rows"] and row_name != base:
+      out["gaps"][row_name] = entry["mean_test_acc"] - out["rows"][base]["mean_test_acc"]
+  runlog.write_json(paths.results / f"{name}.json", out)
+  return {"trained_rnn_lcp_di": trained, "dataset": ds}
+
+
+def alignment(cfg: Config, paths: Paths, ds: images.Dataset, trained_model=None) -> dict[str, Any]:
+  """cos(LCP-DI update, −∇θ L by RBP) vs k_i/α, at initialisation and (if given) for the
+  trained rnn LCP-DI model; strengths ≥ 1 use α = 1/s (k_i = 1), weaker ones α = 1, k_i = s
+  (the Euler-stable form of weak control, sheet §10)."""
+  al: Alignment = cfg.alignment
+  table = cfg.table
+  x = jnp.asarray(ds.x_test[: al.batch_size])
+  y = jnp.asarray(ds.y_test[: al.batch_size])
+  model_cfg = ModelConfig(arch=Arch.RNN, input_dim=x.shape[1], hidden=table.hidden)
+  grad_cfg = M.GradConfig(forward=al.solver, backward=al.solver)
+  models = {"init": init_params(model_cfg, jax.random.key(0))}
+  if trained_model is not None:
+    models["trained"] = {n: v for n, v in params_of(trained_model).items()}
+  out: dict[str, Any] = {"strengths": list(al.strengths), "curves": {}}
+  for label, p in models.items():
+    rbp = M.rbp_gradient(p, x, y, model_cfg, grad_cfg)
+    neg = jax.tree.map(jnp.negative, rbp)
+    cos, iters, resid = [], [], []
+    for s in al.strengths:
+      alpha, k_i = (1.0 / s, 1.0) if s >= 1 else (1.0, s)
+      ctrl = M.ControlConfig(alpha=alpha, k_i=k_i, solver=al.solver)
+      upd = M.lcp_update(p, x, y, model_cfg, ctrl, grad_cfg, M.Method.LCP_DI)
+      cos.append(float(M.cosine(upd, neg)))
+      _, sol = M.controlled_equilibrium(p, x, y, model_cfg, ctrl, M.Method.LCP_DI)
+      iters.append(int(sol.iterations))
+      resid.append(float(sol.residual))
+    out["curves"][label] = {"cosine": cos, "iterations": iters, "residual": resid}
+  out["weak_limit_cosine"] = {k: v["cosine"][0] for k, v in out["curves"].items()}
+  runlog.write_json(paths.results / "alignment.json", out)
+  return out
+
+
+def write_identities(paths: Paths) -> dict[str, Any]:
+  t0 = time.perf_counter()
+  out = identities.all_identities()
+  out["wall_time_s"] = round(time.perf_counter() - t0, 1)
+  runlog.write_json(paths.results / "identities.json", out)
+  return out
