@@ -123,3 +123,51 @@ def test_corrupt_checkpoint_is_detected(tmp_path):
     p.write_bytes(bytes(raw))
   with pytest.raises(CheckpointError, match="corrupt|unreadable"):
     Checkpointer(tmp_path, "fp-1").restore_latest(big)
+
+
+def test_custom_gradient_estimator_replaces_autodiff(tmp_path):
+  """`value_and_grad` swaps the gradient: autodiff written out by hand gives the default
+  run's parameters exactly; a scaled estimator gives different ones."""
+  from flax import nnx
+
+  from innerloop_core import optim
+  from innerloop_core.train import LoopConfig, train
+
+  class Line(nnx.Module):
+    def __init__(self, key):
+      self.w = nnx.Param(jax.random.normal(key, (3,)))
+
+  def sample_batch(key):
+    x = jax.random.normal(key, (8, 3))
+    return x, x @ jnp.array([1.0, -2.0, 0.5])
+
+  def loss(model, batch):
+    x, y = batch
+    return jnp.mean((x @ model.w[...] - y) ** 2)
+
+  def run(name, estimator):
+    return train(
+      name=name,
+      init=Line,
+      sample_batch=sample_batch,
+      loss=loss,
+      # SGD: Adam would normalise a scaled gradient away
+      optimizer=optim.make_optimizer(optim.OptimConfig(optim.OptimizerName.SGD, 0.05), 20),
+      loop=LoopConfig(num_steps=20, eval_every=10, checkpoint_every=20),
+      seeds=(0, 1),
+      run_dir=tmp_path / name,
+      fingerprint=name,
+      value_and_grad=estimator,
+    )
+
+  def by_hand(graphdef, params, batch):
+    return jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p), batch))(params)
+
+  def halved(graphdef, params, batch):
+    value, grads = by_hand(graphdef, params, batch)
+    return value, jax.tree.map(lambda g: 0.5 * g, grads)
+
+  default = np.asarray(run("default", None).params["w"][...])
+  np.testing.assert_array_equal(np.asarray(run("by_hand", by_hand).params["w"][...]), default)
+  other = np.asarray(run("halved", halved).params["w"][...])
+  assert np.abs(other - default).max() > 1e-4

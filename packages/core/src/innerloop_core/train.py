@@ -8,6 +8,10 @@ A paper supplies four pure pieces and the loop does the rest:
   sample_batch(key) -> batch                   a fresh batch of tasks from a key
   loss(model, batch) -> scalar                 the training objective
   evaluate(model) -> {name: scalar}            validation metrics (optional)
+and optionally a fifth, to replace autodiff of the loss by another gradient estimator:
+  value_and_grad(graphdef, params, batch) -> (loss, grads)   grads: an nnx.State like params
+(e.g. a learning rule that computes its gradient forward in time). It is traced inside the
+jitted step, so the estimator is fixed per call of `train` (a static choice, never a global).
 
 Randomness comes only from explicit keys: seed s initialises from
 `fold_in(key(s), 0)` and its step-t batch from `fold_in(fold_in(key(s), 1), t)`, so a
@@ -104,6 +108,7 @@ def train(
   fingerprint: str,
   evaluate: Callable[[nnx.Module], Mapping[str, jax.Array]] | None = None,
   deadline: Deadline | None = None,
+  value_and_grad: Callable[[Any, Any, Any], tuple[jax.Array, Any]] | None = None,
 ) -> TrainResult:
   """Trains len(seeds) models side by side; resumes from `run_dir` if it holds a checkpoint.
 
@@ -129,7 +134,10 @@ def train(
 
   def step_one(params, opt_state, data_key, step):
     batch = sample_batch(jax.random.fold_in(data_key, step))
-    value, grads = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p), batch))(params)
+    if value_and_grad is None:
+      value, grads = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p), batch))(params)
+    else:
+      value, grads = value_and_grad(graphdef, params, batch)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value
 
