@@ -12,6 +12,9 @@ and optionally a fifth, to replace autodiff of the loss by another gradient esti
   value_and_grad(graphdef, params, batch) -> (loss, grads)   grads: an nnx.State like params
 (e.g. a learning rule that computes its gradient forward in time). It is traced inside the
 jitted step, so the estimator is fixed per call of `train` (a static choice, never a global).
+A fixed data set (arrays sample_batch indexes into) goes in `data`: it is then an argument of
+the jitted step and evaluation rather than a constant baked into them, and the pieces are
+called as sample_batch(key, data) and evaluate(model, data).
 
 Randomness comes only from explicit keys: seed s initialises from
 `fold_in(key(s), 0)` and its step-t batch from `fold_in(fold_in(key(s), 1), t)`, so a
@@ -109,6 +112,7 @@ def train(
   evaluate: Callable[[nnx.Module], Mapping[str, jax.Array]] | None = None,
   deadline: Deadline | None = None,
   value_and_grad: Callable[[Any, Any, Any], tuple[jax.Array, Any]] | None = None,
+  data: Any = None,
 ) -> TrainResult:
   """Trains len(seeds) models side by side; resumes from `run_dir` if it holds a checkpoint.
 
@@ -132,8 +136,9 @@ def train(
   opt_state = jax.vmap(optimizer.init)(params)
   data_keys = seed_keys(seeds, 1)
 
-  def step_one(params, opt_state, data_key, step):
-    batch = sample_batch(jax.random.fold_in(data_key, step))
+  def step_one(params, opt_state, data_key, step, data):
+    batch_key = jax.random.fold_in(data_key, step)
+    batch = sample_batch(batch_key) if data is None else sample_batch(batch_key, data)
     if value_and_grad is None:
       value, grads = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p), batch))(params)
     else:
@@ -141,12 +146,15 @@ def train(
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value
 
-  train_step = jax.jit(jax.vmap(step_one, in_axes=(0, 0, 0, None)), donate_argnums=(0, 1))
+  train_step = jax.jit(jax.vmap(step_one, in_axes=(0, 0, 0, None, None)), donate_argnums=(0, 1))
 
-  def eval_one(params):
-    return dict(evaluate(nnx.merge(graphdef, params))) if evaluate else {}
+  def eval_one(params, data):
+    if evaluate is None:
+      return {}
+    model = nnx.merge(graphdef, params)
+    return dict(evaluate(model) if data is None else evaluate(model, data))
 
-  eval_step = jax.jit(jax.vmap(eval_one))
+  eval_step = jax.jit(jax.vmap(eval_one, in_axes=(0, None)))
 
   ckpt = Checkpointer(run_dir / "checkpoints", fingerprint)
   history: list[dict[str, Any]] = []
@@ -166,7 +174,7 @@ def train(
     row: dict[str, Any] = {"step": step}
     if train_loss is not None:
       row["train_loss"] = [float(v) for v in train_loss]
-    for k, v in eval_step(params).items():
+    for k, v in eval_step(params, data).items():
       row[k] = [float(x) for x in np.asarray(v)]
     history.append(row)
     runlog.append_jsonl(metrics_path, row)
@@ -185,7 +193,7 @@ def train(
   step = start
   try:
     while step < loop.num_steps:
-      params, opt_state, value = train_step(params, opt_state, data_keys, step)
+      params, opt_state, value = train_step(params, opt_state, data_keys, step, data)
       step += 1
       if step % loop.eval_every == 0 or step == loop.num_steps:
         row = log_row(step, np.asarray(value))
