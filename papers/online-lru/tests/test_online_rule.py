@@ -141,3 +141,14 @@ def test_stream_pool_st_classification_matches():
   want, got = _flat(want), _flat(got)
   for name in want:
     _assert_same_gradient(got[name], want[name], name)
+
+
+def test_stream_forward_matches_parallel_forward():
+  net = Network(3, 5, d_model=H, d_hidden=N, num_layers=2, key=jax.random.key(3))
+  x = jax.random.normal(jax.random.key(4), (BATCH, 10, 3))
+  from innerloop_online_lru.model import stream_forward
+
+  for readout in Readout:
+    want = net(x, readout=readout)[:, -1]
+    got = stream_forward(net, x, readout=readout)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

@@ -24,10 +24,19 @@ def _note(paths: PaperPaths, extra: str = "") -> str:
 def fig2_alignment(res: dict, paths: PaperPaths) -> None:
   depths = res["depths"]
   fig, ax = F.subplots(1, 2)
-  for i, key in enumerate(("cosine", "norm_ratio")):
+  series = [
+    (0, "cosine", "all parameters"),
+    (0, "cosine_without_encoder", "without encoder"),
+    (1, "norm_ratio", "all parameters"),
+  ]
+  for i, key, label in series:
+    if key not in res:
+      continue
     vals = np.array([res[key][f"L{d}"] for d in depths])  # [depths, seeds]
-    ax[0, i].errorbar(depths, vals.mean(1), yerr=vals.std(1), marker="o", capsize=3)
+    ax[0, i].errorbar(depths, vals.mean(1), yerr=vals.std(1), marker="o", capsize=3, label=label)
+    ax[0, i].plot(np.repeat(depths, vals.shape[1]), vals.ravel(), ".", color="#888", ms=3)
     ax[0, i].set(xlabel="number of layers L", xticks=depths)
+  ax[0, 0].legend()
   ax[0, 0].set(ylabel="cosine(online, BPTT)", title="Fig 2B: alignment at init")
   ax[0, 1].set(ylabel="‖online‖ / ‖BPTT‖", title="gradient norm ratio at init")
   F.savefig(

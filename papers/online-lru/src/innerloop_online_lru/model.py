@@ -250,3 +250,32 @@ def alignment(g: Any, g_ref: Any) -> tuple[jax.Array, jax.Array]:
   return jnp.dot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)), jnp.linalg.norm(
     a
   ) / jnp.linalg.norm(b)
+
+
+def stream_forward(model: Network, x: jax.Array, *, readout: Readout = Readout.PER_STEP):
+  """Inference as a recurrent network runs it online: a lax.scan over t carrying only each
+  layer's state (and the pool_st sum); returns the logits of the last step [B, O]. Memory does
+  not grow with T beyond the input itself (the memory benchmark's streaming inference)."""
+  batch = x.shape[0]
+  d_model, d_hidden = model.blocks[0].lru.d_model, model.blocks[0].lru.d_hidden
+
+  def step(carry, inp):
+    hs, pool_sum = carry
+    x_t, t = inp
+    z = model.encoder(x_t)
+    new_hs = []
+    for block, h_old in zip(model.blocks, hs, strict=True):
+      u = block.norm(z)
+      lam, _ = block.lru.eigenvalues()
+      h = lam * h_old + block.lru.drive(u)
+      new_hs.append(h)
+      z = block.post(z, block.lru.readout(h, u))
+    if readout is Readout.POOL_ST:
+      pool_sum = pool_sum + z
+      z = pool_sum / (t + 1).astype(z.dtype)
+    return (new_hs, pool_sum), model.decoder(z)
+
+  h0 = [jnp.zeros((batch, d_hidden), jnp.complex64) for _ in model.blocks]
+  carry = (h0, jnp.zeros((batch, d_model), jnp.float32))
+  (_, _), logits = jax.lax.scan(step, carry, (jnp.moveaxis(x, 1, 0), jnp.arange(x.shape[1])))
+  return logits[-1]
