@@ -46,8 +46,14 @@ def fig2_alignment(res: dict, paths: PaperPaths) -> None:
   )
 
 
+def _ordered(rules: dict) -> dict:
+  """The rules in the paper's order (bptt, online, 1-step, spatial), whatever the JSON order."""
+  order = list(RULE_COLORS)
+  return {k: rules[k] for k in sorted(rules, key=lambda k: order.index(k) if k in order else 99)}
+
+
 def copy_rules(res: dict, paths: PaperPaths) -> None:
-  rules = res["rules"]
+  rules = _ordered(res["rules"])
   fig, ax = F.subplots(1, 3)
   for rule, r in rules.items():
     c = r["curve"]
@@ -76,7 +82,7 @@ def copy_rules(res: dict, paths: PaperPaths) -> None:
 
 
 def classify(name: str, res: dict, paths: PaperPaths) -> None:
-  rules = res["rules"]
+  rules = _ordered(res["rules"])
   fig, ax = F.subplots(1, 2)
   for rule, r in rules.items():
     c = r["curve"]
