@@ -18,6 +18,7 @@ import enum
 import math
 
 from innerloop_core.lru import GradientRule
+from innerloop_online_lru.model import Cell
 
 ALL_RULES = (GradientRule.BPTT, GradientRule.ONLINE, GradientRule.ONE_STEP, GradientRule.SPATIAL)
 
@@ -101,6 +102,7 @@ class CopyConfig:
   train_size: int = 20_000
   eval_size: int = 1_000  # val and test each
   track_alignment: bool = True  # cosine with BPTT's gradient at every evaluation
+  cell: Cell = Cell.LRU  # DENSE_LINEAR: Table 1's dense linear RNN (its "online" is SnAp-1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +127,7 @@ class ClassifyConfig:
   listops_min_length: int = 30
   listops_max_length: int = 200
   listops_seed: int = 0
+  cell: Cell = Cell.LRU  # DENSE_LINEAR: Table 3's dense linear RNN
   # IMDB
   imdb_min_freq: int = 15
   imdb_val_from_train: bool = False  # the paper selects on test (no val split); True: 10% val
@@ -135,11 +138,13 @@ class Config:
   exactness: ExactnessConfig = ExactnessConfig()
   alignment: AlignmentConfig = AlignmentConfig()
   copy: CopyConfig = CopyConfig()
+  copy_dense: CopyConfig = CopyConfig(enabled=False, cell=Cell.DENSE_LINEAR)
   listops: ClassifyConfig = ClassifyConfig()
   digits: ClassifyConfig = ClassifyConfig(task=Task.DIGITS, max_len=64)
   lra_listops: ClassifyConfig = ClassifyConfig(task=Task.LISTOPS)
   lra_imdb: ClassifyConfig = ClassifyConfig(task=Task.IMDB)
   lra_scifar: ClassifyConfig = ClassifyConfig(task=Task.SCIFAR)
+  table3_scifar_dense: ClassifyConfig = ClassifyConfig(task=Task.SCIFAR, cell=Cell.DENSE_LINEAR)
   data_dir: str = "data"  # relative to the paper directory
 
 
@@ -194,6 +199,19 @@ CPU = Config(
     train_size=20_000,
     eval_size=1_000,
   ),
+  copy_dense=CopyConfig(
+    cell=Cell.DENSE_LINEAR,
+    pattern_length=10,
+    pad=5,
+    model=ModelConfig(d_model=64, d_hidden=32, num_layers=2, dropout=0.0),
+    optim=OptConfig(learning_rate=3e-3, lr_factor=1.0),
+    rules=ALL_RULES,
+    seeds=(201, 202, 203),
+    batch=32,
+    steps=2_000,
+    eval_every=200,
+    checkpoint_every=500,
+  ),
   digits=ClassifyConfig(
     enabled=True,
     task=Task.DIGITS,
@@ -228,6 +246,14 @@ FULL = Config(
   copy=CopyConfig(
     model=ModelConfig(d_model=128, d_hidden=64, num_layers=4, dropout=0.1),
     optim=OptConfig(learning_rate=2e-3, lr_factor=0.5),
+    seeds=(201, 202, 203),
+    batch=50,
+    steps=10_000,
+  ),
+  copy_dense=CopyConfig(
+    cell=Cell.DENSE_LINEAR,
+    model=ModelConfig(d_model=146, d_hidden=64, num_layers=4, dropout=0.1),
+    optim=OptConfig(learning_rate=2e-3, lr_factor=1.0),
     seeds=(201, 202, 203),
     batch=50,
     steps=10_000,
@@ -282,6 +308,21 @@ FULL = Config(
       warmup_steps=18 * 495,
       b_fast_and_decay=True,
     ),
+    seeds=(0, 1, 2),
+    batch=100,
+    steps=180 * 495,
+    eval_every=495,
+    checkpoint_every=495,
+    eval_chunk=100,
+    max_len=1024,
+  ),
+  # Table 3: dense linear RNN, 4 layers 294/128, pool_st, colour sCIFAR, optimiser "standard"
+  table3_scifar_dense=ClassifyConfig(
+    enabled=True,
+    task=Task.SCIFAR,
+    cell=Cell.DENSE_LINEAR,
+    model=ModelConfig(d_model=294, d_hidden=128, num_layers=4),
+    optim=OptConfig(learning_rate=1e-3, lr_factor=1.0, weight_decay=0.1, warmup_steps=18 * 495),
     seeds=(0, 1, 2),
     batch=100,
     steps=180 * 495,

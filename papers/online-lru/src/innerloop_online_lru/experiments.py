@@ -25,7 +25,14 @@ from innerloop_core.lru import GradientRule
 from innerloop_core.testing import relative_error
 from innerloop_core.train import Deadline, LoopConfig, train
 from innerloop_online_lru import model as M
-from innerloop_online_lru.config import ClassifyConfig, Config, CopyConfig, OptConfig, Task
+from innerloop_online_lru.config import (
+  ClassifyConfig,
+  Config,
+  CopyConfig,
+  ModelConfig,
+  OptConfig,
+  Task,
+)
 from innerloop_tasks import listops, lra
 from innerloop_tasks.copy_task import CopySpec, copy_batch, loss_mask
 
@@ -223,8 +230,7 @@ def _fingerprint(*parts) -> str:
   return core_config.fingerprint([core_config.to_dict(p) for p in parts])
 
 
-def copy_experiment(cfg: Config, paths: Paths, deadline: Deadline) -> dict:
-  exp: CopyConfig = cfg.copy
+def copy_experiment(name: str, exp: CopyConfig, paths: Paths, deadline: Deadline) -> dict:
   spec = CopySpec(pattern_length=exp.pattern_length, num_bits=exp.num_bits, pad=exp.pad)
   mask = loss_mask(spec)
   data_key = jax.random.key(COPY_DATA_SEED)
@@ -241,9 +247,7 @@ def copy_experiment(cfg: Config, paths: Paths, deadline: Deadline) -> dict:
   m = exp.model
   out: dict[str, Any] = {"rules": {}, "spec": dataclasses.asdict(spec), "T": spec.num_steps}
   for rule in exp.rules:
-
-    def init(key):
-      return _copy_net(spec, m.d_model, m.d_hidden, m.num_layers, key, m.r_min, m.r_max)
+    init = _network_init(spec.input_channels, 2 * spec.num_bits, m, exp.cell)
 
     def sample_batch(key, data):
       idx = jax.random.randint(key, (exp.batch,), 0, n_train)
@@ -273,28 +277,60 @@ def copy_experiment(cfg: Config, paths: Paths, deadline: Deadline) -> dict:
       metrics["cos_bptt"], metrics["norm_ratio_bptt"] = M.alignment(g(rule), g(GradientRule.BPTT))
       return metrics
 
-    result = train(
-      name=f"copy-{rule.value}",
-      init=init,
-      sample_batch=sample_batch,
-      loss=loss,
-      optimizer=make_optimizer(exp.optim, exp.steps),
-      loop=LoopConfig(exp.steps, exp.eval_every, exp.checkpoint_every),
-      seeds=exp.seeds,
-      run_dir=paths.runs / "copy" / rule.value,
-      fingerprint=_fingerprint(exp, rule),
-      evaluate=evaluate,
-      deadline=deadline,
-      data=data,
+    out["rules"][rule.value] = _train_rule(
+      name, rule, exp, paths, deadline, init, sample_batch, loss, evaluate, data
     )
-    out["rules"][rule.value] = _summarise(result.history, "val_loss", ("val_acc", "test_acc"))
-    out["rules"][rule.value]["wall_time_s"] = result.wall_time_s
-    log(
-      f"copy {rule.value}: best-val test bit acc "
-      f"{np.mean(out['rules'][rule.value]['best']['test_acc']):.4f} ({result.wall_time_s:.0f} s)"
-    )
-  runlog.write_json(paths.results / "copy.json", out)
+  acc = {r: float(np.mean(v["best"]["test_acc"])) for r, v in out["rules"].items()}
+  if "bptt" in acc and "online" in acc:
+    out["online_gap"] = acc["bptt"] - acc["online"]  # BPTT minus the online rule (SnAp-1)
+  out["cell"] = exp.cell.value
+  runlog.write_json(paths.results / f"{name}.json", out)
   return out
+
+
+def _network_init(d_input: int, d_output: int, m: ModelConfig, cell: M.Cell):
+  """init(key) -> Network of the given sizes (the piece `train` calls per seed)."""
+
+  def init(key):
+    return M.Network(
+      d_input,
+      d_output,
+      d_model=m.d_model,
+      d_hidden=m.d_hidden,
+      num_layers=m.num_layers,
+      r_min=m.r_min,
+      r_max=m.r_max,
+      max_phase=m.max_phase,
+      cell=cell,
+      key=key,
+    )
+
+  return init
+
+
+def _train_rule(name, rule, exp, paths, deadline, init, sample_batch, loss, evaluate, data):
+  """One rule's training run (all seeds vmapped) through the shared loop, summarised."""
+  result = train(
+    name=f"{name}-{rule.value}",
+    init=init,
+    sample_batch=sample_batch,
+    loss=loss,
+    optimizer=make_optimizer(exp.optim, exp.steps),
+    loop=LoopConfig(exp.steps, exp.eval_every, exp.checkpoint_every),
+    seeds=exp.seeds,
+    run_dir=paths.runs / name / rule.value,
+    fingerprint=_fingerprint(exp, rule),
+    evaluate=evaluate,
+    deadline=deadline,
+    data=data,
+  )
+  summary = _summarise(result.history, "val_loss", ("val_acc", "test_acc"))
+  summary["wall_time_s"] = result.wall_time_s
+  log(
+    f"{name} {rule.value}: best-val test acc {np.mean(summary['best']['test_acc']):.4f} "
+    f"({result.wall_time_s:.0f} s)"
+  )
+  return summary
 
 
 def _summarise(history: list[dict], select: str, report: tuple[str, ...]) -> dict:
@@ -412,19 +448,7 @@ def classify_experiment(name: str, exp: ClassifyConfig, cfg: Config, paths: Path
     "rules": {},
   }
   for rule in exp.rules:
-
-    def init(key):
-      return M.Network(
-        d_input,
-        classes,
-        d_model=m.d_model,
-        d_hidden=m.d_hidden,
-        num_layers=m.num_layers,
-        r_min=m.r_min,
-        r_max=m.r_max,
-        max_phase=m.max_phase,
-        key=key,
-      )
+    init = _network_init(d_input, classes, m, exp.cell)
 
     def sample_batch(key, data):
       idx = jax.random.randint(key, (exp.batch,), 0, n_train)
@@ -465,25 +489,8 @@ def classify_experiment(name: str, exp: ClassifyConfig, cfg: Config, paths: Path
         metrics[f"{split}_acc"] = jnp.sum(hit_sum) / count
       return metrics
 
-    result = train(
-      name=f"{name}-{rule.value}",
-      init=init,
-      sample_batch=sample_batch,
-      loss=loss,
-      optimizer=make_optimizer(exp.optim, exp.steps),
-      loop=LoopConfig(exp.steps, exp.eval_every, exp.checkpoint_every),
-      seeds=exp.seeds,
-      run_dir=paths.runs / name / rule.value,
-      fingerprint=_fingerprint(exp, rule),
-      evaluate=evaluate,
-      deadline=deadline,
-      data=data,
-    )
-    out["rules"][rule.value] = _summarise(result.history, "val_loss", ("val_acc", "test_acc"))
-    out["rules"][rule.value]["wall_time_s"] = result.wall_time_s
-    log(
-      f"{name} {rule.value}: best-val test acc "
-      f"{np.mean(out['rules'][rule.value]['best']['test_acc']):.4f} ({result.wall_time_s:.0f} s)"
+    out["rules"][rule.value] = _train_rule(
+      name, rule, exp, paths, deadline, init, sample_batch, loss, evaluate, data
     )
   runlog.write_json(paths.results / f"{name}.json", out)
   return out

@@ -52,7 +52,7 @@ def _ordered(rules: dict) -> dict:
   return {k: rules[k] for k in sorted(rules, key=lambda k: order.index(k) if k in order else 99)}
 
 
-def copy_rules(res: dict, paths: PaperPaths) -> None:
+def copy_rules(name: str, res: dict, paths: PaperPaths) -> None:
   rules = _ordered(res["rules"])
   fig, ax = F.subplots(1, 3)
   for rule, r in rules.items():
@@ -75,10 +75,11 @@ def copy_rules(res: dict, paths: PaperPaths) -> None:
   )
   for i, a in enumerate(acc):
     ax[0, 2].plot([i] * len(a), a, "k.", ms=3)
-  ax[0, 2].set(ylabel="test bit accuracy (best val)", ylim=(0.45, 1.0), title="Table 1 (LRU)")
+  cell = "dense linear RNN; online = SnAp-1" if res.get("cell") == "dense_linear" else "LRU"
+  ax[0, 2].set(ylabel="test bit accuracy (best val)", ylim=(0.45, 1.0), title=f"Table 1 ({cell})")
   seeds = len(acc[0])
   t = res["T"]
-  F.savefig(fig, paths.figures / "copy_rules.png", _note(paths, f" · T={t} · {seeds} seed(s)"))
+  F.savefig(fig, paths.figures / f"{name}_rules.png", _note(paths, f" · T={t} · {seeds} seed(s)"))
 
 
 def classify(name: str, res: dict, paths: PaperPaths) -> None:
@@ -102,8 +103,9 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
   paths.figures.mkdir(parents=True, exist_ok=True)
   if cfg.alignment.enabled:
     fig2_alignment(runlog.read_json(paths.results / "alignment.json"), paths)
-  if cfg.copy.enabled:
-    copy_rules(runlog.read_json(paths.results / "copy.json"), paths)
+  for name in ("copy", "copy_dense"):
+    if getattr(cfg, name).enabled:
+      copy_rules(name, runlog.read_json(paths.results / f"{name}.json"), paths)
   for name in CLASSIFY:
     if getattr(cfg, name).enabled:
       res = runlog.read_json(paths.results / f"{name}.json")

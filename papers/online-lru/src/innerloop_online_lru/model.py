@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from innerloop_core.dense_rnn import DenseRNN
 from innerloop_core.lru import (
   Dense,
   GradientRule,
@@ -36,6 +37,11 @@ from innerloop_core.lru import (
 from innerloop_core.scans import ScanImpl
 
 sg = jax.lax.stop_gradient
+
+
+class Cell(enum.Enum):
+  LRU = "lru"  # diagonal complex linear recurrent unit
+  DENSE_LINEAR = "dense_linear"  # dense linear RNN baseline (its ONLINE rule is SnAp-1)
 
 
 class Readout(enum.Enum):
@@ -57,16 +63,29 @@ class Network(nnx.Module):
     r_min: float = 0.0,
     r_max: float = 1.0,
     max_phase: float = 2 * math.pi,
+    cell: Cell = Cell.LRU,
     key: jax.Array,
   ):
     k_enc, k_dec, k_blocks = jax.random.split(key, 3)
     self.encoder = Dense(d_input, d_model, key=k_enc)
-    self.blocks = nnx.List(
-      [
-        LRUBlock(d_model, d_hidden, r_min=r_min, r_max=r_max, max_phase=max_phase, key=k)
-        for k in jax.random.split(k_blocks, num_layers)
-      ]
-    )
+    blocks = []
+    for k in jax.random.split(k_blocks, num_layers):
+      # the dense cell's key is folded from the block's, so LRU networks keep their init
+      dense = None
+      if cell is Cell.DENSE_LINEAR:
+        dense = DenseRNN(d_model, d_hidden, key=jax.random.fold_in(k, 1))
+      blocks.append(
+        LRUBlock(
+          d_model,
+          d_hidden,
+          r_min=r_min,
+          r_max=r_max,
+          max_phase=max_phase,
+          key=k,
+          recurrent=dense,
+        )
+      )
+    self.blocks = nnx.List(blocks)
     self.decoder = Dense(d_model, d_output, key=k_dec)
 
   def block_masks(self, dropout_key, batch: tuple[int, ...], rate: float) -> list:

@@ -7,7 +7,7 @@ from innerloop_core.train import Deadline
 from innerloop_online_lru import experiments
 from innerloop_online_lru.config import Config
 
-CLASSIFY = ("listops", "digits", "lra_listops", "lra_imdb", "lra_scifar")
+CLASSIFY = ("listops", "digits", "lra_listops", "lra_imdb", "lra_scifar", "table3_scifar_dense")
 
 
 def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
@@ -17,8 +17,10 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
     experiments.exactness(cfg, run_paths)
   if cfg.alignment.enabled:
     experiments.alignment_vs_depth(cfg, run_paths)
-  if cfg.copy.enabled:
-    experiments.copy_experiment(cfg, run_paths, deadline)
+  for name in ("copy", "copy_dense"):
+    exp = getattr(cfg, name)
+    if exp.enabled:
+      experiments.copy_experiment(name, exp, run_paths, deadline)
   for name in CLASSIFY:
     exp = getattr(cfg, name)
     if exp.enabled:

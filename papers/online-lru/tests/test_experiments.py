@@ -1,0 +1,52 @@
+"""Optimiser groups of the official code, and the config surface."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from innerloop_core.config import ConfigError, apply_overrides
+from innerloop_online_lru.config import PROFILES, OptConfig
+from innerloop_online_lru.experiments import make_optimizer
+from innerloop_online_lru.model import Network
+
+
+def _one_update(opt: OptConfig):
+  net = Network(3, 4, d_model=8, d_hidden=4, num_layers=1, key=jax.random.key(0))
+  params = nnx.state(net)
+  tx = make_optimizer(opt, num_steps=10)
+  ones = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(ones, tx.init(params), params)
+  return {"/".join(map(str, k)): np.asarray(v[...]) for k, v in nnx.to_flat_state(updates)}, {
+    "/".join(map(str, k)): np.asarray(v[...]) for k, v in nnx.to_flat_state(params)
+  }
+
+
+def test_recurrent_group_gets_scaled_lr_and_no_weight_decay():
+  opt = OptConfig(learning_rate=1e-2, lr_factor=0.5, weight_decay=0.5)
+  upd, params = _one_update(opt)
+  # Adam's first step moves every coordinate by lr (cosine schedule at step 0 = full lr)
+  np.testing.assert_allclose(upd["blocks/0/lru/nu_log"], -0.5e-2, rtol=1e-4)
+  np.testing.assert_allclose(upd["blocks/0/lru/B_re"], -0.5e-2, rtol=1e-4)
+  # AdamW: −lr·(1 + wd·p) for the rest, LayerNorm scale (p = 1) included
+  np.testing.assert_allclose(upd["blocks/0/norm/scale"], -1e-2 * (1 + 0.5), rtol=1e-4)
+  want = -1e-2 * (1 + 0.5 * params["blocks/0/lru/C_re"])
+  np.testing.assert_allclose(upd["blocks/0/lru/C_re"], want, rtol=1e-4)
+
+
+def test_b_fast_and_decay_moves_b_to_the_decayed_group():
+  opt = OptConfig(learning_rate=1e-2, lr_factor=0.5, weight_decay=0.5, b_fast_and_decay=True)
+  upd, params = _one_update(opt)
+  want = -1e-2 * (1 + 0.5 * params["blocks/0/lru/B_im"])
+  np.testing.assert_allclose(upd["blocks/0/lru/B_im"], want, rtol=1e-4)
+  np.testing.assert_allclose(upd["blocks/0/lru/gamma_log"], -0.5e-2, rtol=1e-4)
+
+
+def test_profiles_and_overrides():
+  assert set(PROFILES) == {"tiny", "cpu", "full"}
+  cfg = apply_overrides(PROFILES["cpu"], ["copy.rules=bptt,spatial", "copy_dense.cell=lru"])
+  assert [r.value for r in cfg.copy.rules] == ["bptt", "spatial"]
+  with pytest.raises(ConfigError, match="copy.rules"):
+    apply_overrides(PROFILES["cpu"], ["copy.rules=bptt,backprop"])
+  assert PROFILES["full"].copy.pattern_length == 20 and PROFILES["full"].copy.pad == 7
