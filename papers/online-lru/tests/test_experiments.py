@@ -50,3 +50,36 @@ def test_profiles_and_overrides():
   with pytest.raises(ConfigError, match="copy.rules"):
     apply_overrides(PROFILES["cpu"], ["copy.rules=bptt,backprop"])
   assert PROFILES["full"].copy.pattern_length == 20 and PROFILES["full"].copy.pad == 7
+
+
+@pytest.mark.parametrize("name", ["lra_scifar", "lra_imdb", "lra_listops", "table3_scifar_dense"])
+def test_missing_user_data_is_reported_not_fatal(tmp_path, name):
+  from innerloop_core import runlog
+  from innerloop_online_lru import experiments
+
+  cfg = PROFILES["full"]
+  paths = experiments.Paths(results=tmp_path / "results", runs=tmp_path / "runs", root=tmp_path)
+  paths.results.mkdir()
+  assert experiments.classify_experiment(name, getattr(cfg, name), cfg, paths, None) is None
+  status = runlog.read_json(paths.results / f"{name}.json")
+  assert status["status"] == "data not provided" and str(tmp_path / "data") in status["why"]
+
+
+def test_generated_listops_is_cached_under_runs(tmp_path):
+  from innerloop_online_lru import experiments
+
+  exp = PROFILES["tiny"].listops
+  paths = experiments.Paths(results=tmp_path, runs=tmp_path / "runs", root=tmp_path)
+  calls = []
+
+  def load():
+    calls.append(1)
+    return experiments.load_classification(exp, tmp_path)
+
+  first = experiments._cached("listops", exp, paths, load)
+  second = experiments._cached("listops", exp, paths, load)
+  assert len(calls) == 1 and len(list((tmp_path / "runs").glob("listops_data_*.npz"))) == 1
+  for split in ("train", "val", "test"):
+    for a, b in zip(first[split], second[split], strict=True):
+      np.testing.assert_array_equal(a, b)
+  assert second["vocab"] == 18 and second["classes"] == 10

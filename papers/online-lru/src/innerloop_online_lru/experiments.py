@@ -407,6 +407,32 @@ def load_classification(exp: ClassifyConfig, data_dir: pathlib.Path) -> dict:
   return {**out, "vocab": len(listops.VOCAB), "classes": 10}
 
 
+def _cached(name: str, exp: ClassifyConfig, paths: Paths, load) -> dict:
+  """Generated data sets are cached under runs/ (96 000 full-size ListOps trees take minutes
+  to draw, longer than one resumable slice should spend); a cache of other settings is ignored.
+  User-provided files are read every time (no copy of the user's data is kept)."""
+  if exp.task is not Task.LISTOPS_GENERATED:
+    return load()
+  keys = ("listops_sizes", "listops_max_depth", "listops_min_length", "listops_max_length")
+  tag = _fingerprint({k: getattr(exp, k) for k in keys + ("listops_seed", "max_len")})
+  path = paths.runs / f"{name}_data_{tag}.npz"
+  if path.is_file():
+    with np.load(path) as f:
+      splits = {k: (f[f"{k}_x"], f[f"{k}_y"], f[f"{k}_len"]) for k in ("train", "val", "test")}
+      return {**splits, "vocab": int(f["vocab"]), "classes": int(f["classes"])}
+  loaded = load()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  arrays = {
+    f"{k}_{part}": loaded[k][i]
+    for k in ("train", "val", "test")
+    for i, part in enumerate(("x", "y", "len"))
+  }
+  tmp = path.with_suffix(".tmp.npz")
+  np.savez(tmp, vocab=loaded["vocab"], classes=loaded["classes"], **arrays)
+  tmp.replace(path)  # never leave a half-written cache behind
+  return loaded
+
+
 def _chunked(arrays, chunk: int):
   """Pads the leading axis to a multiple of `chunk` and reshapes to [M, chunk, ...]; also the
   validity mask [M, chunk]."""
@@ -420,7 +446,7 @@ def _chunked(arrays, chunk: int):
 
 def classify_experiment(name: str, exp: ClassifyConfig, cfg: Config, paths: Paths, deadline):
   try:
-    loaded = load_classification(exp, paths.root / cfg.data_dir)
+    loaded = _cached(name, exp, paths, lambda: load_classification(exp, paths.root / cfg.data_dir))
   except lra.DataNotProvided as e:
     log(f"{name}: {e}; skipped")
     runlog.write_json(
