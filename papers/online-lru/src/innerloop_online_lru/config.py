@@ -31,6 +31,13 @@ class Task(enum.Enum):
   SCIFAR = "scifar"  # cifar-10-python.tar.gz (user-provided), colour
 
 
+class OnlineImpl(enum.Enum):
+  """How training computes a non-BPTT rule's gradient (the same gradient either way)."""
+
+  STOP_GRADIENT = "stop_gradient"  # autodiff of the stop-gradient forward (fast, O(T) memory)
+  STREAMING = "streaming"  # model.stream_grads: traces forward in time (memory flat in T)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   d_model: int = 128
@@ -103,6 +110,7 @@ class CopyConfig:
   eval_size: int = 1_000  # val and test each
   track_alignment: bool = True  # cosine with BPTT's gradient at every evaluation
   cell: Cell = Cell.LRU  # DENSE_LINEAR: Table 1's dense linear RNN (its "online" is SnAp-1)
+  online_impl: OnlineImpl = OnlineImpl.STOP_GRADIENT  # STREAMING: LRU cell only
 
 
 @dataclasses.dataclass(frozen=True)

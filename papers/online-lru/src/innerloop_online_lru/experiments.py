@@ -30,6 +30,7 @@ from innerloop_online_lru.config import (
   Config,
   CopyConfig,
   ModelConfig,
+  OnlineImpl,
   OptConfig,
   Task,
 )
@@ -258,6 +259,23 @@ def copy_experiment(name: str, exp: CopyConfig, paths: Paths, deadline: Deadline
       logits = net(x, rule=rule, dropout_key=dkey, dropout_rate=m.dropout)
       return M.copy_loss(logits, y, mask)
 
+    value_and_grad = None
+    if exp.online_impl is OnlineImpl.STREAMING and rule is not GradientRule.BPTT:
+      if exp.cell is not M.Cell.LRU:
+        raise core_config.ConfigError(f"{name}.online_impl=streaming needs {name}.cell=lru")
+
+      def value_and_grad(graphdef, params, batch, rule=rule):
+        x, y, dkey = batch
+        weights = mask.astype(jnp.float32) / jnp.sum(mask)
+        return M.stream_grads(
+          nnx.merge(graphdef, params),
+          x,
+          lambda logits_t, t: M.copy_step_loss(logits_t, y[:, t], weights[t]),
+          rule=rule,
+          dropout_key=dkey,
+          dropout_rate=m.dropout,
+        )
+
     def evaluate(net, data, rule=rule):
       metrics = {}
       for split in ("val", "test"):
@@ -278,7 +296,7 @@ def copy_experiment(name: str, exp: CopyConfig, paths: Paths, deadline: Deadline
       return metrics
 
     out["rules"][rule.value] = _train_rule(
-      name, rule, exp, paths, deadline, init, sample_batch, loss, evaluate, data
+      name, rule, exp, paths, deadline, init, sample_batch, loss, evaluate, data, value_and_grad
     )
   acc = {r: float(np.mean(v["best"]["test_acc"])) for r, v in out["rules"].items()}
   if "bptt" in acc and "online" in acc:
@@ -308,7 +326,9 @@ def _network_init(d_input: int, d_output: int, m: ModelConfig, cell: M.Cell):
   return init
 
 
-def _train_rule(name, rule, exp, paths, deadline, init, sample_batch, loss, evaluate, data):
+def _train_rule(
+  name, rule, exp, paths, deadline, init, sample_batch, loss, evaluate, data, value_and_grad=None
+):
   """One rule's training run (all seeds vmapped) through the shared loop, summarised."""
   result = train(
     name=f"{name}-{rule.value}",
@@ -323,6 +343,7 @@ def _train_rule(name, rule, exp, paths, deadline, init, sample_batch, loss, eval
     evaluate=evaluate,
     deadline=deadline,
     data=data,
+    value_and_grad=value_and_grad,
   )
   summary = _summarise(result.history, "val_loss", ("val_acc", "test_acc"))
   summary["wall_time_s"] = result.wall_time_s
