@@ -319,7 +319,9 @@ class LRUBlock(nnx.Module):
 
   GLU(u) = (W1 u) ⊙ σ(W2 u). Dropout masks are drawn once per sequence and shared over time
   (shape [..., 1, H]), so that the block is the same function at every step, as the online
-  rule needs; the keys come from the caller (no RNG state in the module)."""
+  rule needs; the keys come from the caller (no RNG state in the module). `recurrent` replaces
+  the LRU by another layer with the same call signature (e.g. `dense_rnn.DenseRNN`); it is
+  still stored as `self.lru`."""
 
   def __init__(
     self,
@@ -330,10 +332,13 @@ class LRUBlock(nnx.Module):
     r_max: float = 1.0,
     max_phase: float = 2 * math.pi,
     key: jax.Array,
+    recurrent: nnx.Module | None = None,
   ):
     k_lru, k_w1, k_w2 = jax.random.split(key, 3)
     self.norm = LayerNorm(d_model)
-    self.lru = LRU(d_model, d_hidden, r_min=r_min, r_max=r_max, max_phase=max_phase, key=k_lru)
+    if recurrent is None:
+      recurrent = LRU(d_model, d_hidden, r_min=r_min, r_max=r_max, max_phase=max_phase, key=k_lru)
+    self.lru = recurrent
     self.glu_value = Dense(d_model, d_model, key=k_w1)
     self.glu_gate = Dense(d_model, d_model, key=k_w2)
 

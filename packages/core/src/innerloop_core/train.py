@@ -8,10 +8,13 @@ A paper supplies four pure pieces and the loop does the rest:
   sample_batch(key) -> batch                   a fresh batch of tasks from a key
   loss(model, batch) -> scalar                 the training objective
   evaluate(model) -> {name: scalar}            validation metrics (optional)
-
-With `data=` (a pytree of arrays, e.g. a whole image dataset), the two readers become
-`sample_batch(key, data)` and `evaluate(model, data)`, and `data` enters the jitted steps as
-an argument: closing over a large array instead would embed it in the compiled program.
+and optionally a fifth, to replace autodiff of the loss by another gradient estimator:
+  value_and_grad(graphdef, params, batch) -> (loss, grads)   grads: an nnx.State like params
+(e.g. a learning rule that computes its gradient forward in time). It is traced inside the
+jitted step, so the estimator is fixed per call of `train` (a static choice, never a global).
+A fixed data set (arrays sample_batch indexes into) goes in `data`: it is then an argument of
+the jitted step and evaluation rather than a constant baked into them, and the pieces are
+called as sample_batch(key, data) and evaluate(model, data).
 
 Randomness comes only from explicit keys: seed s initialises from
 `fold_in(key(s), 0)` and its step-t batch from `fold_in(fold_in(key(s), 1), t)`, so a
@@ -108,6 +111,7 @@ def train(
   fingerprint: str,
   evaluate: Callable[[nnx.Module], Mapping[str, jax.Array]] | None = None,
   deadline: Deadline | None = None,
+  value_and_grad: Callable[[Any, Any, Any], tuple[jax.Array, Any]] | None = None,
   data: Any = None,
 ) -> TrainResult:
   """Trains len(seeds) models side by side; resumes from `run_dir` if it holds a checkpoint.
@@ -132,12 +136,13 @@ def train(
   opt_state = jax.vmap(optimizer.init)(params)
   data_keys = seed_keys(seeds, 1)
 
-  def draw(key, data):
-    return sample_batch(key) if data is None else sample_batch(key, data)
-
   def step_one(params, opt_state, data_key, step, data):
-    batch = draw(jax.random.fold_in(data_key, step), data)
-    value, grads = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p), batch))(params)
+    batch_key = jax.random.fold_in(data_key, step)
+    batch = sample_batch(batch_key) if data is None else sample_batch(batch_key, data)
+    if value_and_grad is None:
+      value, grads = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p), batch))(params)
+    else:
+      value, grads = value_and_grad(graphdef, params, batch)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, value
 

@@ -1,0 +1,117 @@
+"""Optimiser groups of the official code, and the config surface."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from innerloop_core.config import ConfigError, apply_overrides
+from innerloop_online_lru.config import PROFILES, OptConfig
+from innerloop_online_lru.experiments import make_optimizer
+from innerloop_online_lru.model import Network
+
+
+def _one_update(opt: OptConfig):
+  net = Network(3, 4, d_model=8, d_hidden=4, num_layers=1, key=jax.random.key(0))
+  params = nnx.state(net)
+  tx = make_optimizer(opt, num_steps=10)
+  ones = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(ones, tx.init(params), params)
+  return {"/".join(map(str, k)): np.asarray(v[...]) for k, v in nnx.to_flat_state(updates)}, {
+    "/".join(map(str, k)): np.asarray(v[...]) for k, v in nnx.to_flat_state(params)
+  }
+
+
+def test_recurrent_group_gets_scaled_lr_and_no_weight_decay():
+  opt = OptConfig(learning_rate=1e-2, lr_factor=0.5, weight_decay=0.5)
+  upd, params = _one_update(opt)
+  # Adam's first step moves every coordinate by lr (cosine schedule at step 0 = full lr)
+  np.testing.assert_allclose(upd["blocks/0/lru/nu_log"], -0.5e-2, rtol=1e-4)
+  np.testing.assert_allclose(upd["blocks/0/lru/B_re"], -0.5e-2, rtol=1e-4)
+  # AdamW: −lr·(1 + wd·p) for the rest, LayerNorm scale (p = 1) included
+  np.testing.assert_allclose(upd["blocks/0/norm/scale"], -1e-2 * (1 + 0.5), rtol=1e-4)
+  want = -1e-2 * (1 + 0.5 * params["blocks/0/lru/C_re"])
+  np.testing.assert_allclose(upd["blocks/0/lru/C_re"], want, rtol=1e-4)
+
+
+def test_b_fast_and_decay_moves_b_to_the_decayed_group():
+  opt = OptConfig(learning_rate=1e-2, lr_factor=0.5, weight_decay=0.5, b_fast_and_decay=True)
+  upd, params = _one_update(opt)
+  want = -1e-2 * (1 + 0.5 * params["blocks/0/lru/B_im"])
+  np.testing.assert_allclose(upd["blocks/0/lru/B_im"], want, rtol=1e-4)
+  np.testing.assert_allclose(upd["blocks/0/lru/gamma_log"], -0.5e-2, rtol=1e-4)
+
+
+def test_profiles_and_overrides():
+  assert set(PROFILES) == {"tiny", "cpu", "full"}
+  cfg = apply_overrides(PROFILES["cpu"], ["copy.rules=bptt,spatial", "copy_dense.cell=lru"])
+  assert [r.value for r in cfg.copy.rules] == ["bptt", "spatial"]
+  with pytest.raises(ConfigError, match="copy.rules"):
+    apply_overrides(PROFILES["cpu"], ["copy.rules=bptt,backprop"])
+  assert PROFILES["full"].copy.pattern_length == 20 and PROFILES["full"].copy.pad == 7
+
+
+@pytest.mark.parametrize("name", ["lra_scifar", "lra_imdb", "lra_listops", "table3_scifar_dense"])
+def test_missing_user_data_is_reported_not_fatal(tmp_path, name):
+  from innerloop_core import runlog
+  from innerloop_online_lru import experiments
+
+  cfg = PROFILES["full"]
+  paths = experiments.Paths(results=tmp_path / "results", runs=tmp_path / "runs", root=tmp_path)
+  paths.results.mkdir()
+  assert experiments.classify_experiment(name, getattr(cfg, name), cfg, paths, None) is None
+  status = runlog.read_json(paths.results / f"{name}.json")
+  assert status["status"] == "data not provided" and str(tmp_path / "data") in status["why"]
+
+
+def test_generated_listops_is_cached_under_runs(tmp_path):
+  from innerloop_online_lru import experiments
+
+  exp = PROFILES["tiny"].listops
+  paths = experiments.Paths(results=tmp_path, runs=tmp_path / "runs", root=tmp_path)
+  calls = []
+
+  def load():
+    calls.append(1)
+    return experiments.load_classification(exp, tmp_path)
+
+  first = experiments._cached("listops", exp, paths, load)
+  second = experiments._cached("listops", exp, paths, load)
+  assert len(calls) == 1 and len(list((tmp_path / "runs").glob("listops_data_*.npz"))) == 1
+  for split in ("train", "val", "test"):
+    for a, b in zip(first[split], second[split], strict=True):
+      np.testing.assert_array_equal(a, b)
+  assert second["vocab"] == 18 and second["classes"] == 10
+
+
+def test_streaming_estimator_trains_like_the_stop_gradient_form(tmp_path):
+  """The same online gradient through `train(value_and_grad=stream_grads)`: after a few Adam
+  steps with dropout, the validation losses of both implementations agree."""
+  import dataclasses
+
+  from innerloop_core.lru import GradientRule
+  from innerloop_online_lru import experiments
+  from innerloop_online_lru.config import OnlineImpl
+
+  base = dataclasses.replace(
+    PROFILES["tiny"].copy,
+    rules=(GradientRule.ONLINE,),
+    steps=3,
+    eval_every=3,
+    checkpoint_every=3,
+    model=dataclasses.replace(PROFILES["tiny"].copy.model, dropout=0.2),
+  )
+  losses = {}
+  for impl in OnlineImpl:
+    paths = experiments.Paths(tmp_path / impl.value, tmp_path / impl.value / "runs", tmp_path)
+    paths.results.mkdir(parents=True)
+    exp = dataclasses.replace(base, online_impl=impl)
+    out = experiments.copy_experiment("copy", exp, paths, None)
+    curve = out["rules"]["online"]["curve"]["val_loss"]
+    losses[impl] = np.array(curve[-1])
+    # the steps moved the model by far more than the tolerance below (not a vacuous match)
+    assert np.abs(losses[impl] - np.array(curve[0])).max() > 1e-3 * np.abs(curve[0]).max()
+  np.testing.assert_allclose(
+    losses[OnlineImpl.STREAMING], losses[OnlineImpl.STOP_GRADIENT], rtol=1e-4
+  )
