@@ -77,3 +77,23 @@ def test_lru_glu_net_shapes_and_states():
   assert model(x).shape == (3, 7, 1)
   states = model.states(x)
   assert sorted(states) == ["h0", "h1"] and states["h1"].shape == (3, 7, 12)
+
+
+def test_bad_sizes_name_the_field(tmp_path):
+  import dataclasses
+
+  import pytest
+
+  from innerloop_core.config import ConfigError
+  from innerloop_core.train import Deadline
+  from innerloop_gated_rnns_attention import experiments
+  from innerloop_gated_rnns_attention.config import PROFILES
+
+  cfg = PROFILES["tiny"]
+  paths = experiments.Paths(results=tmp_path / "r", runs=tmp_path / "runs")
+  bad_icl = dataclasses.replace(cfg, icl=dataclasses.replace(cfg.icl, main_size=99))
+  with pytest.raises(ConfigError, match="icl.main_size"):
+    experiments.icl(bad_icl, paths, Deadline(None))
+  ts = dataclasses.replace(cfg.teacher_student, analysis_size=99)
+  with pytest.raises(ConfigError, match="teacher_student.analysis_size"):
+    experiments.teacher_student(dataclasses.replace(cfg, teacher_student=ts), paths, Deadline(None))

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from innerloop_core.attention import LayerNorm
 from innerloop_core.config import parse_enum
 from innerloop_core.scans import ScanImpl, linear_scan
 
@@ -281,20 +282,6 @@ def pool_st(x: jax.Array) -> jax.Array:
   return x + sg(mean - x)
 
 
-class LayerNorm(nnx.Module):
-  """LayerNorm over the last axis with a learned scale and bias (both init 1 / 0)."""
-
-  def __init__(self, width: int, eps: float = 1e-6):
-    self.eps = eps
-    self.scale = nnx.Param(jnp.ones((width,)))
-    self.bias = nnx.Param(jnp.zeros((width,)))
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
-
-
 class Dense(nnx.Module):
   """y = x W + b, W [in, out] LeCun-normal, b = 0."""
 
@@ -335,7 +322,8 @@ class LRUBlock(nnx.Module):
     recurrent: nnx.Module | None = None,
   ):
     k_lru, k_w1, k_w2 = jax.random.split(key, 3)
-    self.norm = LayerNorm(d_model)
+    # eps 1e-6 as in the reference LRU block (the attention stack uses 1e-5).
+    self.norm = LayerNorm(d_model, eps=1e-6)
     if recurrent is None:
       recurrent = LRU(d_model, d_hidden, r_min=r_min, r_max=r_max, max_phase=max_phase, key=k_lru)
     self.lru = recurrent

@@ -135,8 +135,8 @@ def construction(cfg: Config, paths: Paths) -> dict[str, Any]:
   )
   runlog.write_json(paths.results / "construction.json", out)
   _log(
-    f"construction: generic {out['generic']['max_abs_error']:.1e}, compressed "
-    f"{out['compressed']['max_abs_error']:.1e}"
+    f"construction: max error / max |y| generic {out['generic']['max_rel_error']:.1e}, "
+    f"compressed {out['compressed']['max_rel_error']:.1e}"
   )
   return out
 
@@ -372,6 +372,10 @@ def _analyse_icl(model, predict, icl: Icl, val, probe, predict_gd, gd_pred) -> d
 
 def icl(cfg: Config, paths: Paths, deadline: Deadline) -> dict[str, Any]:
   c = cfg.icl
+  if c.main_size not in c.rnn_sizes:
+    raise core_config.ConfigError(
+      f"icl.main_size={c.main_size} must be one of rnn_sizes={c.rnn_sizes}"
+    )
   val = _tasks(c, c.validation_tasks, jax.random.key(c.validation_seed))
   probe = _tasks(c, c.probe_tasks, jax.random.key(c.validation_seed + 1))
   eta, gd_loss = gd.line_search_eta(val, num_steps=1)
