@@ -7,7 +7,14 @@ import sys
 
 import pytest
 
-from innerloop_core.config import ConfigError, apply_overrides, fingerprint, select_profile, to_dict
+from innerloop_core.config import (
+  ConfigError,
+  added_field,
+  apply_overrides,
+  fingerprint,
+  select_profile,
+  to_dict,
+)
 from innerloop_core.optim import OptimConfig, make_optimizer
 
 
@@ -83,6 +90,28 @@ def test_fingerprint_tracks_every_field():
   assert fingerprint(Outer()) == fingerprint(Outer())
   assert fingerprint(Outer()) != fingerprint(apply_overrides(Outer(), ["inner.lr=0.002"]))
   assert to_dict(Outer())["mode"] == "a"
+
+
+@dataclasses.dataclass(frozen=True)
+class OuterBefore:
+  """``Outer`` as it was before a field was added."""
+
+  steps: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class OuterAfter:
+  steps: int = 10
+  decay: float = added_field(0.0)
+
+
+def test_added_field_keeps_old_fingerprints_at_its_default():
+  # Checkpoints written before the field existed still resume when it is at its default...
+  assert fingerprint(OuterAfter()) == fingerprint(OuterBefore())
+  # ...but any other value is a different config, and to_dict still shows the field.
+  assert fingerprint(OuterAfter(decay=0.5)) != fingerprint(OuterBefore())
+  assert to_dict(OuterAfter())["decay"] == 0.0
+  assert apply_overrides(OuterAfter(), ["decay=0.25"]).decay == 0.25
 
 
 def test_optimizer_rejects_bad_values():

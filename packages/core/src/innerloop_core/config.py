@@ -165,7 +165,40 @@ def to_dict(cfg: Any) -> Any:
   return cfg
 
 
+_OMIT_AT_DEFAULT = "innerloop_omit_from_fingerprint_at_default"
+
+
+def added_field(default: Any) -> Any:
+  """A dataclass field added to a config after runs were written with it.
+
+  At its default (which must reproduce the behaviour before the field existed) it is left
+  out of ``fingerprint``, so checkpoints written before the field existed still resume;
+  any other value is part of the fingerprint as usual.
+  """
+  return dataclasses.field(default=default, metadata={_OMIT_AT_DEFAULT: True})
+
+
+def _fingerprint_view(cfg: Any) -> Any:
+  """``to_dict`` without the ``added_field``s that sit at their defaults."""
+  if dataclasses.is_dataclass(cfg):
+    view = {}
+    for f in dataclasses.fields(cfg):
+      value = getattr(cfg, f.name)
+      if f.metadata.get(_OMIT_AT_DEFAULT) and value == f.default:
+        continue
+      view[f.name] = _fingerprint_view(value)
+    return view
+  if isinstance(cfg, (list, tuple)):
+    return [_fingerprint_view(v) for v in cfg]
+  if isinstance(cfg, Mapping):
+    return {str(k): _fingerprint_view(v) for k, v in cfg.items()}
+  return to_dict(cfg)
+
+
 def fingerprint(cfg: Any) -> str:
-  """A stable hash of a config: checkpoints written under another config are refused."""
-  blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+  """A stable hash of a config: checkpoints written under another config are refused.
+
+  Fields declared with ``added_field`` count only when they differ from their default.
+  """
+  blob = json.dumps(_fingerprint_view(cfg), sort_keys=True, separators=(",", ":"))
   return hashlib.sha256(blob.encode()).hexdigest()[:16]

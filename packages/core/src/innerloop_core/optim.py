@@ -11,7 +11,7 @@ import enum
 
 import optax
 
-from innerloop_core.config import ConfigError
+from innerloop_core.config import ConfigError, added_field
 
 
 class OptimizerName(enum.Enum):
@@ -37,7 +37,9 @@ class OptimConfig:
   warmup_steps: int = 0
   clip_global_norm: float | None = None
   clip_elementwise: float | None = None
-  final_lr_fraction: float = 0.0  # COSINE only: the learning rate ends at this fraction
+  # COSINE only: the learning rate ends at this fraction. Added after runs existed, so it
+  # stays out of checkpoint fingerprints at its default.
+  final_lr_fraction: float = added_field(0.0)
 
 
 def learning_rate_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
