@@ -10,9 +10,11 @@ D = 40; batch 64 at every T and also 256 at T = 50), float32:
   random cotangent g, gradients w.r.t. all six inputs (one training step's layer work), for
   T ∈ {50, 224, 1024}.
 Prints one Markdown table: compile time (first call, separately), the median ms per call of
-the timed reps after a warm-up call, and the ratio to the fastest implementation of the same
-size in this run (AUTO included, labelled with what it resolves to). ``--gamma`` adds forget
-factors γ = σ(·) drawn at random.
+the timed reps after a warm-up call, the ratio to the fastest implementation of the same
+size in this run (AUTO included, labelled with what it resolves to), and the accuracy of the
+float32 gradients: max over the six inputs of ‖g − g_ref‖ / ‖g_ref‖, g_ref from SCAN in
+float64 (so a fast but inaccurate implementation shows). ``--gamma`` adds forget factors
+γ = σ(N(3, 1)) drawn at random.
 
 It is a script run on demand, not a test; timings on a shared machine vary by about ±10%.
 """
@@ -59,18 +61,37 @@ class Row:
   impl: str
   compile_s: float
   ms: float
+  grad_error: float
 
 
-def bench(batch: int, length: int, impl: MesaImpl, reps: int, gamma: bool) -> Row:
-  args, forget, cotangent = inputs(batch, length, gamma)
-
+def grad_step(impl: MesaImpl, forget, cotangent):
   def loss(*args):
     return jnp.sum(cotangent * mesa_layer(*args, gamma=forget, impl=impl))
 
-  step = jax.jit(jax.grad(loss, argnums=tuple(range(len(args)))))
+  return jax.jit(jax.grad(loss, argnums=tuple(range(6))))
+
+
+def reference_grads(batch: int, length: int, gamma: bool) -> list[np.ndarray]:
+  """Gradients of the float32 problem's inputs through SCAN, computed in float64."""
+  args, forget, cotangent = inputs(batch, length, gamma)
+  with jax.enable_x64(True):
+    wide = [None if a is None else jnp.asarray(a, jnp.float64) for a in (*args, forget, cotangent)]
+    grads = grad_step(MesaImpl.SCAN, wide[6], wide[7])(*wide[:6])
+    return [np.asarray(g) for g in grads]
+
+
+def bench(
+  batch: int, length: int, impl: MesaImpl, reps: int, gamma: bool, ref: list[np.ndarray]
+) -> Row:
+  args, forget, cotangent = inputs(batch, length, gamma)
+  step = grad_step(impl, forget, cotangent)
   t0 = time.perf_counter()
-  jax.block_until_ready(step(*args))
+  grads = jax.block_until_ready(step(*args))
   compile_s = time.perf_counter() - t0
+  error = max(
+    float(np.linalg.norm(np.asarray(g, np.float64) - r) / np.linalg.norm(r))
+    for g, r in zip(grads, ref, strict=True)
+  )
   jax.block_until_ready(step(*args))  # warm-up
   times = []
   for _ in range(reps):
@@ -80,13 +101,13 @@ def bench(batch: int, length: int, impl: MesaImpl, reps: int, gamma: bool) -> Ro
   name = impl.value
   if impl is MesaImpl.AUTO:
     name = f"auto -> {_auto_impl(jax.default_backend(), length).value}"
-  return Row(batch, length, name, compile_s, 1e3 * statistics.median(times))
+  return Row(batch, length, name, compile_s, 1e3 * statistics.median(times), error)
 
 
 def table(rows: list[Row]) -> str:
   lines = [
-    "| B | T | impl | compile s | ms / fwd+bwd | × fastest |",
-    "|---:|---:|---|---:|---:|---:|",
+    "| B | T | impl | compile s | ms / fwd+bwd | × fastest | grad rel. error |",
+    "|---:|---:|---|---:|---:|---:|---:|",
   ]
   by_size: dict[tuple[int, int], list[Row]] = {}
   for r in rows:
@@ -97,7 +118,7 @@ def table(rows: list[Row]) -> str:
       mark = " **fastest**" if r.ms == best else ""
       lines.append(
         f"| {r.batch} | {r.length} | {r.impl}{mark} | {r.compile_s:.1f} | {r.ms:.1f}"
-        f" | {r.ms / best:.2f} |"
+        f" | {r.ms / best:.2f} | {r.grad_error:.1e} |"
       )
   return "\n".join(lines)
 
@@ -124,10 +145,11 @@ def main() -> None:
   for batch, length in SIZES:
     if length not in lengths:
       continue
+    ref = reference_grads(batch, length, args.gamma)
     for impl in impls:
-      row = bench(batch, length, impl, reps, args.gamma)
+      row = bench(batch, length, impl, reps, args.gamma, ref)
       rows.append(row)
-      print(f"  B={batch} T={length} {row.impl}: {row.ms:.1f} ms", flush=True)
+      print(f"  B={batch} T={length} {row.impl}: {row.ms:.1f} ms, {row.grad_error:.1e}", flush=True)
   load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
   print(f"\nload average at the end: {load}\n")
   print(table(rows))

@@ -63,7 +63,7 @@ def _direct_ridge(q, k, v, lam, gamma=None):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_gamma", [False, True])
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", IMPLS[:3])  # AUTO is one of these (tested below)
 def test_matches_direct_ridge_solve(impl, with_gamma, dtype):
   # §8 test 2 (and test 5's forget-factor part: the weighted ridge solve); one chunk (64) and
   # CHUNK-token chunks.
@@ -114,20 +114,20 @@ def _grads(impl, q, k, v, lam, gamma, cotangent):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_gamma", [False, True])
-@pytest.mark.parametrize("impl", [MesaImpl.SCAN_REVERSE, MesaImpl.GRAM_SOLVE])
-def test_gradients_match_autodiff_through_the_scan(impl, with_gamma, dtype):
-  # §8 test 4: the custom VJP (and the parallel form) against autodiff through the scan,
-  # for q, k, v, λ and γ.
+def test_gradients_match_autodiff_through_the_scan(with_gamma, dtype):
+  # §8 test 4: the custom VJP of SCAN_REVERSE (and GRAM_SOLVE's gradient) against autodiff
+  # through the scan, for q, k, v, λ and γ. One reference for both implementations.
   q, k, v, lam, gamma = _inputs(3, with_gamma=with_gamma)
   cotangent = np.random.default_rng(4).normal(size=(B, H, T, V))
   with jax.enable_x64(dtype == np.float64):
     args = _cast(dtype, q, k, v, lam, gamma, cotangent)
     want = _grads(MesaImpl.SCAN, *args)
-    got = _grads(impl, *args)
     tol = 1e-3 if dtype == np.float32 else 1e-8
-    for name, g, w in zip(["q", "k", "v", "lam", "gamma"], got, want, strict=False):
-      assert g.dtype == dtype and g.shape == w.shape, name
-      assert relative_error(g, w) <= tol, (name, relative_error(g, w))
+    for impl in (MesaImpl.SCAN_REVERSE, MesaImpl.GRAM_SOLVE):
+      got = _grads(impl, *args)
+      for name, g, w in zip(["q", "k", "v", "lam", "gamma"], got, want, strict=False):
+        assert g.dtype == dtype and g.shape == w.shape, (impl, name)
+        assert relative_error(g, w) <= tol, (impl, name, relative_error(g, w))
 
 
 def test_scan_gradient_matches_finite_differences():
@@ -204,7 +204,7 @@ def test_identity_projections_give_per_token_ridge_regression():
 
 
 @pytest.mark.parametrize("with_gamma", [False, True])
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", IMPLS[:3])  # AUTO is one of these three
 def test_output_ignores_the_future(impl, with_gamma):
   # §8 test 9: ∂o_t/∂(q, k, v, γ)_s = 0 for every s > t, and ≠ 0 for some s <= t.
   q, k, v, lam, gamma = _cast(np.float32, *_inputs(10, with_gamma=with_gamma))
@@ -312,26 +312,25 @@ def test_hybrid_transformer_shapes_causality_and_gradients():
   assert model.blocks[1].attention.w_q[...].shape == (2, 8, 3)  # PE: first layer only
   assert model.blocks[1].attention.w_gamma is not None
   x = jnp.asarray(np.random.default_rng(14).normal(size=(B, T, 3)), jnp.float32)
+  x_changed = x.at[:, 5:].add(3.0)
   graphdef, state = nnx.split(model)
 
-  @jax.jit
-  def run(state, x):
-    return nnx.merge(graphdef, state)(x, mask=Mask.CAUSAL, return_all=True)
+  @jax.jit  # one compiled program for all of it: compilation dominates this test
+  def run(state, x, x_changed):
+    def loss(params):
+      out, states = nnx.merge(graphdef, params)(x, mask=Mask.CAUSAL, return_all=True)
+      return jnp.mean(out**2), (out, states)
 
-  out, states = run(state, x)
+    grads, (out, states) = jax.grad(loss, has_aux=True)(state)
+    out_changed = nnx.merge(graphdef, state)(x_changed, mask=Mask.CAUSAL)
+    return out, states, out_changed, grads, x @ nnx.merge(graphdef, state).embed[...]
+
+  out, states, out_changed, grads, embedded = run(state, x, x_changed)
   assert out.shape == (B, T, 3) and len(states) == 3
   assert all(s.shape == (B, T, 8) for s in states)
-  np.testing.assert_allclose(states[0], x @ model.embed[...], rtol=1e-6)  # no PE added
-  x_changed = x.at[:, 5:].add(3.0)
-  out_changed, _ = run(state, x_changed)
+  np.testing.assert_allclose(states[0], embedded, rtol=1e-6)  # no PE in the residual stream
   np.testing.assert_array_equal(out_changed[:, :5], out[:, :5])
   assert float(jnp.abs(out_changed[:, 5:] - out[:, 5:]).max()) > 1e-3
-
-  def loss(params):
-    y = nnx.merge(graphdef, params)(x, mask=Mask.CAUSAL)
-    return jnp.mean(y**2)
-
-  grads = jax.jit(jax.grad(loss))(state)
   lam_grad = grads["blocks"][1]["attention"]["lam"][...]
   assert lam_grad.shape == (2,) and bool(jnp.all(jnp.isfinite(lam_grad)))
   assert float(jnp.abs(lam_grad).max()) > 0  # λ is trained

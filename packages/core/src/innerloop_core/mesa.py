@@ -57,7 +57,8 @@ class MesaImpl(enum.Enum):
   # ``rls_downdate``, so only q, k, γ and R_T are kept (O(B·H·K²) instead of O(B·H·T·K²)).
   SCAN_REVERSE = "scan_reverse"
   # Parallel in t: cumulative Gram matrices A_t = Σ k kᵀ + I/λ for every t, one batched
-  # Cholesky solve A_t q̃_t = q_t; autodiff. O(T·K³) work but no sequential loop over T.
+  # Cholesky solve A_t q̃_t = q_t (its VJP: one more solve); autodiff through the Gram sums.
+  # O(T·K³) work and O(B·H·T·K²) memory, but no sequential loop over T.
   GRAM_SOLVE = "gram_solve"
   # Chosen per backend by ``_auto_impl`` (see the module docstring for the measurements).
   AUTO = "auto"
@@ -65,10 +66,13 @@ class MesaImpl(enum.Enum):
 
 def _auto_impl(backend: str, num_tokens: int) -> MesaImpl:
   """The implementation AUTO resolves to on `backend` for T = `num_tokens`."""
+  # T is an argument so that a length-dependent rule can be added without changing callers.
   del num_tokens
   if backend == "cpu":
-    return MesaImpl.SCAN
-  return MesaImpl.GRAM_SOLVE
+    return MesaImpl.SCAN_REVERSE  # fastest at every measured size (module docstring)
+  # Not measured on an accelerator (none was available): the authors' configs ran the
+  # custom-VJP scan on GPU, so it is the known-good choice there too.
+  return MesaImpl.SCAN_REVERSE
 
 
 def _as_impl(value) -> MesaImpl:
@@ -236,10 +240,61 @@ def _cumulative_gram(k, lam, gamma):
   return _decayed_cumsum(gamma, kk.at[:, :, 0].add(gamma[:, :, 0, None, None] * a0))
 
 
+def _cholesky(a: jax.Array) -> jax.Array:
+  """Lower Cholesky factor of SPD matrices [..., K, K], column by column (K unrolled steps).
+
+  Plain jnp instead of jnp.linalg.cholesky / cho_solve: on CPU those call LAPACK kernels that
+  split large batches over XLA's intra-op thread pool and wait for the pieces, and with two
+  such calls running at once on a 2-thread pool (the backward pass has several) jax 0.10.2
+  deadlocks (seen at B = 256, T = 50; the stack ends in lapack_strsm_ffi / ParallelBatchMap).
+  """
+  size = a.shape[-1]
+  chol = jnp.zeros_like(a)
+  for j in range(size):
+    col = a[..., j:, j] - jnp.einsum("...ik,...k->...i", chol[..., j:, :j], chol[..., j, :j])
+    chol = chol.at[..., j:, j].set(col / jnp.sqrt(col[..., :1]))
+  return chol
+
+
+def _cholesky_solve(chol: jax.Array, b: jax.Array) -> jax.Array:
+  """x with L Lᵀ x = b: chol L [..., K, K], b [..., K] (forward, then back substitution)."""
+  size = b.shape[-1]
+  y = []
+  for i in range(size):
+    partial = b[..., i] - sum((chol[..., i, j] * y[j] for j in range(i)), jnp.zeros_like(b[..., i]))
+    y.append(partial / chol[..., i, i])
+  x = [None] * size
+  for i in reversed(range(size)):
+    rest = sum((chol[..., j, i] * x[j] for j in range(i + 1, size)), jnp.zeros_like(b[..., i]))
+    x[i] = (y[i] - rest) / chol[..., i, i]
+  return jnp.stack(x, axis=-1)
+
+
+@jax.custom_vjp
+def _spd_solve(a: jax.Array, b: jax.Array) -> jax.Array:
+  """A⁻¹ b for symmetric positive definite A [..., K, K], b [..., K]."""
+  return _cholesky_solve(_cholesky(a), b)
+
+
+def _spd_solve_fwd(a, b):
+  chol = _cholesky(a)
+  x = _cholesky_solve(chol, b)
+  return x, (chol, x)
+
+
+def _spd_solve_bwd(res, dx):
+  # x = A⁻¹ b: ∂L/∂b = A⁻ᵀ ∂L/∂x = A⁻¹ ∂L/∂x (A symmetric), ∂L/∂A = −∂L/∂b xᵀ. Reusing the
+  # factor keeps the backward at two substitutions, with no autodiff through the loops.
+  chol, x = res
+  db = _cholesky_solve(chol, dx)
+  return -_outer(db, x), db
+
+
+_spd_solve.defvjp(_spd_solve_fwd, _spd_solve_bwd)
+
+
 def _gram_solve_queries(q, k, lam, gamma):
-  a = _cumulative_gram(k, lam, gamma)
-  chol = jnp.linalg.cholesky(a)
-  return jax.scipy.linalg.cho_solve((chol, True), q[..., None])[..., 0]
+  return _spd_solve(_cumulative_gram(k, lam, gamma), q)
 
 
 def rls_queries(
