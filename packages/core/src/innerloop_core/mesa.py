@@ -19,7 +19,7 @@ gets no positivity transform (the authors' code has none). Δe_t / λ → causal
 attention as λ → 0 (then R_t → λI).
 
 Forget factors γ_t ∈ (0, 1] discount the past: example t' gets weight Π_{t''=t'+1..t} γ_t'' in
-the sum and the regulariser weight Π_{t''=1..t} γ_t''. With A_t = R_t⁻¹ that is
+the sum and the regulariser gets weight Π_{t''=1..t} γ_t''. With A_t = R_t⁻¹ that is
 A_t = γ_t A_{t−1} + k_t k_tᵀ (A_0 = I/λ), and the values accumulate as
 S_t = γ_t S_{t−1} + v_t k_tᵀ, so the output is S_t q̃_t.
 
@@ -50,12 +50,12 @@ times: ~1-4 s for the scans, 5-14 s for GRAM_SOLVE (its unrolled K-step Cholesky
 the float32 forward of every implementation is within ~1e-6 of float64 at T = 1024 (a B = 8
 rerun), but the scans' gradients lose digits with T: at T = 1024 λ's gradient (a small sum
 with cancellation) is off by 4e-4 (SCAN) and 1e-3 (SCAN_REVERSE), and SCAN_REVERSE's rebuilt
-R_t add ~5e-4 to the gradient of e (per-input errors: SCAN_REVERSE 5e-4, 6e-5, 3e-4, 1e-6,
-1e-6, 1e-3 for e, W_q, W_k, W_v, W_p, λ). GRAM_SOLVE stays at ~1e-6, so it is the choice
-when gradient accuracy at long T matters more than speed. On GPU nothing was measured (no
-accelerator was available): AUTO keeps
-SCAN_REVERSE, the configuration the authors trained with; rerun the benchmark there and
-change ``_auto_impl`` if GRAM_SOLVE's parallelism wins.
+R_t add ~5e-4 to the gradient of e (per-input errors in a B = 8 rerun, SCAN_REVERSE: 5e-4,
+6e-5, 3e-4, 1e-6, 1e-6, 1e-3 for e, W_q, W_k, W_v, W_p, λ). GRAM_SOLVE stays at ~1e-6, so
+it is the choice when gradient accuracy at long T matters more than speed. On GPU nothing
+was measured (no accelerator was available): AUTO keeps SCAN_REVERSE, the configuration the
+authors trained with; rerun the benchmark there and change ``_auto_impl`` if GRAM_SOLVE's
+parallelism wins.
 """
 
 from __future__ import annotations
