@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from innerloop_core.config import parse_enum
 
@@ -271,14 +272,15 @@ def constructed_tokens(
   return jnp.concatenate(parts, axis=-1)
 
 
-def one_layer_input_mask(dim: int, layout: TokenLayout | str = TokenLayout.CODE) -> jax.Array:
+def one_layer_input_mask(dim: int, layout: TokenLayout | str = TokenLayout.CODE) -> np.ndarray:
   """The 0/1 mask [D] the 1-layer constructed models multiply their input tokens by: the
   code zeroes dims 0..2N−1 (the zero slot and the first copy of s_t), so keys, queries and
-  values see only [s_t, s_{t−1}]. The paper layout has no duplicate to hide: all ones."""
+  values see only [s_t, s_{t−1}]. The paper layout has no duplicate to hide: all ones.
+  A numpy array: it is a static constant of the model, not traced state."""
   layout = parse_enum(layout, TokenLayout, "layout")
   if layout is TokenLayout.CODE:
-    return jnp.concatenate([jnp.zeros(2 * dim), jnp.ones(2 * dim)])
-  return jnp.ones(3 * dim)
+    return np.concatenate([np.zeros(2 * dim, np.float32), np.ones(2 * dim, np.float32)])
+  return np.ones(3 * dim, np.float32)
 
 
 # -------------------------------------------------------------------------- few-shot regression
