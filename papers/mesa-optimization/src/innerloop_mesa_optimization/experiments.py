@@ -35,6 +35,8 @@ class Paths:
   runs: pathlib.Path
 
 
+QUOTED_STEPS = (200, 300, 400, 500, 1000, 1300, 4500)
+
 # ----------------------------------------------------------------------------------- data
 
 
@@ -259,6 +261,8 @@ def train_run(
     "wall_time_s": result.wall_time_s,
     "curves": {"test_loss": {"step": steps, "value": curve.tolist()}},
     "final": {"test_loss": curve[:, -1].tolist()},
+    # Test loss at the steps the sheet quotes for Mesa-1 (Fig 4A), where evaluated.
+    "loss_at": {str(st): curve[:, i].tolist() for i, st in enumerate(steps) if st in QUOTED_STEPS},
     "per_t": {**curve_summary(per_t.mean(0)), "seeds": per_t.tolist()},
     "references": refs,
   }

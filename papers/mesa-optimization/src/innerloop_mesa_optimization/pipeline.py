@@ -11,7 +11,7 @@ from innerloop_core import runlog
 from innerloop_core.cli import PaperPaths
 from innerloop_core.train import Deadline
 from innerloop_mesa_optimization import experiments
-from innerloop_mesa_optimization.config import RUNS, Config
+from innerloop_mesa_optimization.config import LSA_DEPTHS, RUNS, Config
 
 
 def _log(msg: str) -> None:
@@ -44,8 +44,8 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
       runlog.write_json(paths.results / f"references_{family.value}.json", refs[family])
     return tests[family], refs[family]
 
-  family_refs(next(iter(experiments.dyn.TaskFamily)))  # the fully observed family, always
-  finals = {}
+  family_refs(experiments.dyn.TaskFamily.LINEAR)  # the fully observed family, always
+  finals, t50 = {}, {}
   for name in RUNS:
     run = getattr(cfg, name)
     if not run.enabled:
@@ -68,6 +68,7 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
       ]
     runlog.write_json(paths.results / f"{name}.json", out)
     finals[name] = float(np.mean(out["final"]["test_loss"]))
+    t50[name] = out["per_t"]["t_last"]
     _log(
       f"{name}: test loss {finals[name]:.4f} | t=50 {out['per_t']['t_last']:.4f} | "
       f"GD-1 {ref['gd1']['mean']:.4f} | {out['wall_time_s']:.0f} s"
@@ -77,6 +78,10 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
     runlog.write_json(paths.results / "fig5b.json", res)
     _log(f"fig5b: KR/LSQ {['%.2f' % r for r in res['kr_over_lsq']]}")
   summary = {"final_test_loss": finals}
+  linear_refs = refs[experiments.dyn.TaskFamily.LINEAR]
+  for name, depth in LSA_DEPTHS:
+    if name in t50 and f"prop2_{depth}" in linear_refs:
+      summary[f"{name}_over_prop2_t50"] = t50[name] / linear_refs[f"prop2_{depth}"]["t50"]
   if "mesa1" in finals and "lsa1" in finals:
     summary["mesa1_over_lsa1"] = finals["mesa1"] / finals["lsa1"]
   runlog.write_json(paths.results / "summary.json", summary)
