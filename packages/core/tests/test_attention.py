@@ -15,6 +15,7 @@ from innerloop_core.attention import (
   Transformer,
   linear_attention,
   linear_attention_from_products,
+  sinusoidal_encoding,
   softmax_attention,
 )
 
@@ -61,7 +62,7 @@ def _naive(e, w_q, w_k, w_v, w_p, mask, kind, num_context=None):
 MASK_ARGS = [(Mask.CONTEXT_ONLY, N), (Mask.CAUSAL, None), (Mask.NONE, None)]
 
 
-@pytest.mark.parametrize("kind", list(AttentionKind))
+@pytest.mark.parametrize("kind", [AttentionKind.LINEAR, AttentionKind.SOFTMAX])
 @pytest.mark.parametrize("mask,num_context", MASK_ARGS)
 def test_attention_matches_naive_loop(kind, mask, num_context):
   args = _random_inputs()
@@ -303,3 +304,79 @@ def test_jit_over_split_state():
   np.testing.assert_allclose(
     forward(state, e), model(e, mask=Mask.CONTEXT_ONLY, num_context=N), rtol=1e-6
   )
+
+
+def test_transformer_numbers_unchanged_without_the_new_options():
+  # Recorded with the code before positional encodings, embeddings and mesa layers were added
+  # (threefry key: the same draws on every backend); the default path must reproduce them.
+  e = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 4)), jnp.float32)
+  model = Transformer(
+    dim=4,
+    num_layers=2,
+    num_heads=2,
+    key_size=3,
+    attention=["softmax", "linear"],
+    tied=False,
+    key=jax.random.key(0),
+    mlp_hidden=8,
+    layer_norm=True,
+  )
+  out = model(e, mask="causal")
+  np.testing.assert_allclose(out[1, -1], [-3.3563266, 0.21671262, 1.6217175, -3.574155], rtol=1e-5)
+  np.testing.assert_allclose(float(out.sum()), -23.020713806152344, rtol=1e-5)
+
+
+def test_sinusoidal_encoding_values():
+  pe = sinusoidal_encoding(6, 5)
+  assert pe.shape == (6, 5)
+  t = np.arange(6)[:, None]
+  freqs = 10000.0 ** (-np.arange(3) * 2 / 5)
+  np.testing.assert_allclose(pe[:, 0::2], np.sin(t * freqs), atol=1e-6)
+  np.testing.assert_allclose(pe[:, 1::2], np.cos(t * freqs[:2]), atol=1e-6)
+  with pytest.raises(ValueError, match="dim must be >= 1"):
+    sinusoidal_encoding(6, 0)
+
+
+@pytest.mark.parametrize("kind", ["linear", "softmax", "mesa"])
+def test_positional_encoding_reaches_queries_and_keys_only(kind):
+  # With the PE rows of W_q/W_k zeroed, a PE layer is the plain layer with the first D rows;
+  # with them nonzero, outputs change but W_v/W_p (values, residual) never see the PE.
+  p = 6
+  attn = SelfAttention(D, H, K, value_size=V, kind=kind, key=_key(20), pe_dim=p)
+  assert attn.w_q[...].shape == (H, D + p, K) and attn.w_v[...].shape == (H, D, V)
+  e = _normal(21, (B, T, D))
+  pe = sinusoidal_encoding(T, p)
+  plain = SelfAttention(D, H, K, value_size=V, kind=kind, key=_key(20))
+  plain.w_q[...] = attn.w_q[...][:, :D]
+  plain.w_k[...] = attn.w_k[...][:, :D]
+  plain.w_v[...] = attn.w_v[...]
+  plain.w_p[...] = attn.w_p[...]
+  with_pe = attn(e, mask=Mask.CAUSAL)
+  assert float(jnp.abs(with_pe - plain(e, mask=Mask.CAUSAL)).max()) > 1e-3
+  attn.w_q[...] = attn.w_q[...].at[:, D:].set(0.0)
+  attn.w_k[...] = attn.w_k[...].at[:, D:].set(0.0)
+  np.testing.assert_allclose(attn(e, mask=Mask.CAUSAL), plain(e, mask=Mask.CAUSAL), atol=1e-6)
+  if kind != "mesa":
+    attend = linear_attention if kind == "linear" else softmax_attention
+    w = (attn.w_q[...], attn.w_k[...], attn.w_v[...], attn.w_p[...])
+    batched = jnp.broadcast_to(pe, (B, T, p))
+    np.testing.assert_array_equal(
+      attend(e, *w, mask=Mask.CAUSAL, qk_features=pe),
+      attend(e, *w, mask=Mask.CAUSAL, qk_features=batched),
+    )
+
+
+def test_positional_encoding_matches_naive_concatenation():
+  # q = [e, pe] W_q, k = [e, pe] W_k, v = e W_v: the naive loop on concatenated tokens with
+  # W_v, W_p padded by zero rows/columns for the PE slots gives the same Δe on the first D.
+  p = 3
+  e, _, _, w_v, w_p = _random_inputs(22)
+  w_q, w_k = _normal(23, (H, D + p, K)), _normal(24, (H, D + p, K))
+  pe = sinusoidal_encoding(T, p)
+  wide = jnp.concatenate([e, jnp.broadcast_to(pe, (B, T, p))], axis=-1)
+  w_v_wide = jnp.concatenate([w_v, jnp.zeros((H, p, V))], axis=1)
+  w_p_wide = jnp.concatenate([w_p, jnp.zeros((H, V, p))], axis=2)
+  for kind, attend in [(AttentionKind.LINEAR, linear_attention), (AttentionKind.SOFTMAX, softmax_attention)]:  # fmt: skip
+    got = attend(e, w_q, w_k, w_v, w_p, mask=Mask.CAUSAL, qk_features=pe)
+    want = _naive(wide, w_q, w_k, w_v_wide, w_p_wide, Mask.CAUSAL, kind)[..., :D]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)

@@ -8,10 +8,14 @@ Shape notation (used in every docstring below):
     K  key (and query) size per head
     V  value size per head
     N  context tokens (the first N tokens, for ``Mask.CONTEXT_ONLY``)
+    P  extra query/key features (a positional encoding), 0 when absent
 
 Weights use the (in, out) layout, so a projection reads ``q = e @ w_q``:
-    w_q, w_k: [H, D, K]    w_v: [H, D, V]    w_p: [H, V, D]
+    w_q, w_k: [H, D + P, K]    w_v: [H, D, V]    w_p: [H, V, D]
 ``w_p`` projects each head's output back to the residual stream ("P" in von Oswald et al.).
+Queries and keys read ``[e, qk_features]`` when features are given (von Oswald et al. 2023
+concatenate a sinusoidal positional encoding to the first layer's query/key inputs only, so
+it never enters the residual stream); values always read e alone.
 
 The attention functions return the *increment* Δe; the caller adds it to the residual
 stream, so one layer reads ``e <- e + Δe`` exactly as in the papers' equations.
@@ -28,6 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from innerloop_core.config import parse_enum
+from innerloop_core.mesa import MesaImpl, mesa_layer, with_features
 from innerloop_core.scans import ScanImpl, linear_scan
 
 
@@ -46,6 +51,9 @@ class Mask(enum.Enum):
 class AttentionKind(enum.Enum):
   LINEAR = "linear"  # Σ_i (q_j·k_i) v_i: no softmax, no 1/√K
   SOFTMAX = "softmax"  # Σ_i softmax_i(q_j·k_i / √K) v_i
+  # V_j K_jᵀ (K_j K_jᵀ + I/λ)⁻¹ q_j: a per-head ridge regression over tokens i <= j
+  # (``mesa.mesa_layer``); causal by construction.
+  MESA = "mesa"
 
 
 def _as_enum(value, enum_type, name: str):
@@ -75,11 +83,13 @@ def _keys_and_mask(
   return e, None
 
 
-def _check_weights(e, w_q, w_k, w_v, w_p) -> None:
+def _check_weights(e, w_q, w_k, w_v, w_p, qk_width=None) -> None:
+  """Shapes of e [B, T, D] and the weights; `qk_width` is D + P (None: D)."""
   if e.ndim != 3:
     raise ValueError(f"e must have shape [B, T, D]; got {e.shape}")
-  h, d, k = w_q.shape
-  if w_k.shape != (h, d, k):
+  h, d_qk, k = w_q.shape
+  d = w_v.shape[1] if w_v.ndim == 3 else d_qk
+  if w_k.shape != (h, d_qk, k):
     raise ValueError(f"w_k must have the shape of w_q {w_q.shape}; got {w_k.shape}")
   if w_v.shape[:2] != (h, d) or w_p.shape != (h, w_v.shape[2], d):
     raise ValueError(
@@ -87,15 +97,22 @@ def _check_weights(e, w_q, w_k, w_v, w_p) -> None:
     )
   if e.shape[-1] != d:
     raise ValueError(f"e's token width {e.shape[-1]} does not match the weights' D={d}")
+  if (e.shape[-1] if qk_width is None else qk_width) != d_qk:
+    raise ValueError(
+      f"w_q/w_k's input width {d_qk} must be D + P = {qk_width or e.shape[-1]} (token width"
+      f" {e.shape[-1]} plus qk_features)"
+    )
 
 
-def _project(e, w_q, w_k, w_v, w_p, mask, num_context):
+def _project(e, w_q, w_k, w_v, w_p, mask, num_context, qk_features=None):
   """Per-head queries [B,H,T,K] of every token, keys [B,H,Tk,K] and values [B,H,Tk,V] of the
   key tokens, and the [T, Tk] pattern of allowed pairs (None: all)."""
-  _check_weights(e, w_q, w_k, w_v, w_p)
+  qk_src = with_features(e, qk_features)
+  _check_weights(e, w_q, w_k, w_v, w_p, qk_src.shape[-1])
   keys_src, pattern = _keys_and_mask(e, mask, num_context)
-  q = jnp.einsum("btd,hdk->bhtk", e, w_q)
-  k = jnp.einsum("bid,hdk->bhik", keys_src, w_k)
+  qk_keys_src = qk_src[:, : keys_src.shape[1]]  # the key tokens are a prefix of the tokens
+  q = jnp.einsum("btd,hdk->bhtk", qk_src, w_q)
+  k = jnp.einsum("bid,hdk->bhik", qk_keys_src, w_k)
   v = jnp.einsum("bid,hdv->bhiv", keys_src, w_v)
   return q, k, v, pattern
 
@@ -115,6 +132,7 @@ def linear_attention(
   *,
   mask: Mask | str,
   num_context: int | None = None,
+  qk_features: jax.Array | None = None,
 ) -> jax.Array:
   """Linear self-attention increment.
 
@@ -122,13 +140,15 @@ def linear_attention(
 
   Args:
     e: tokens [B, T, D].
-    w_q, w_k: [H, D, K]; w_v: [H, D, V]; w_p: [H, V, D].
+    w_q, w_k: [H, D + P, K]; w_v: [H, D, V]; w_p: [H, V, D].
     mask: which tokens are keys of token j (see ``Mask``).
     num_context: N, required for ``Mask.CONTEXT_ONLY``.
+    qk_features: [T, P] or [B, T, P] features concatenated to e for queries and keys
+      (e.g. ``sinusoidal_encoding``), or None (P = 0).
   Returns:
     Δe [B, T, D].
   """
-  q, k, v, pattern = _project(e, w_q, w_k, w_v, w_p, mask, num_context)
+  q, k, v, pattern = _project(e, w_q, w_k, w_v, w_p, mask, num_context, qk_features)
   scores = jnp.einsum("bhtk,bhik->bhti", q, k)
   if pattern is not None:
     scores = jnp.where(pattern, scores, 0.0)
@@ -144,6 +164,7 @@ def softmax_attention(
   *,
   mask: Mask | str,
   num_context: int | None = None,
+  qk_features: jax.Array | None = None,
 ) -> jax.Array:
   """Softmax self-attention increment.
 
@@ -151,7 +172,7 @@ def softmax_attention(
 
   Shapes and arguments as in ``linear_attention``; masked logits are -inf.
   """
-  q, k, v, pattern = _project(e, w_q, w_k, w_v, w_p, mask, num_context)
+  q, k, v, pattern = _project(e, w_q, w_k, w_v, w_p, mask, num_context, qk_features)
   logits = jnp.einsum("bhtk,bhik->bhti", q, k) / math.sqrt(w_q.shape[-1])
   if pattern is not None:
     logits = jnp.where(pattern, logits, -jnp.inf)
@@ -224,6 +245,22 @@ def causal_linear_attention_recurrent(
   return jnp.einsum("bthv,hvd->btd", heads, w_p)
 
 
+def sinusoidal_encoding(num_tokens: int, dim: int, dtype=jnp.float32) -> jax.Array:
+  """Sinusoidal positional encoding [T, P] (Vaswani et al. 2017), positions t = 0..T−1:
+
+  pe[t, 2i] = sin(t ω_i),  pe[t, 2i + 1] = cos(t ω_i),  ω_i = 10000^(−2i/P).
+
+  An odd P keeps the last sine column and drops its cosine.
+  """
+  if dim < 1:
+    raise ValueError(f"the positional-encoding dim must be >= 1; got {dim}")
+  pairs = -(-dim // 2)
+  freqs = jnp.exp(-math.log(10000.0) * 2.0 * jnp.arange(pairs) / dim)
+  angles = jnp.arange(num_tokens)[:, None] * freqs[None, :]
+  pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(num_tokens, 2 * pairs)
+  return pe[:, :dim].astype(dtype)
+
+
 def _variance_scaling(key, shape, scale, in_axis, batch_axis=()):
   init = jax.nn.initializers.variance_scaling(
     scale, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=-1, batch_axis=batch_axis
@@ -231,12 +268,22 @@ def _variance_scaling(key, shape, scale, in_axis, batch_axis=()):
   return init(key, shape, jnp.float32)
 
 
+# Initial forget-gate bias of a mesa layer: σ(3) ≈ 0.95, so an untrained layer starts close
+# to plain RLS (γ ≡ 1) and learns how much to forget (our choice; the sheet gives none).
+MESA_FORGET_BIAS_INIT = 3.0
+
+
 class SelfAttention(nnx.Module):
   """Multi-head self-attention returning the increment Δe [B, T, D].
 
   Init: truncated-normal fan-in with variance ``init_scale / fan_in``. The fan-in is the
-  one of a fused projection, D for W_q/W_k/W_v (heads act as a batch axis) and H·V for W_p,
-  so ``init_scale`` means the same as for a plain dense layer.
+  one of a fused projection, D (+ P) for W_q/W_k/W_v (heads act as a batch axis) and H·V for
+  W_p, so ``init_scale`` means the same as for a plain dense layer.
+
+  ``pe_dim`` = P > 0 concatenates a sinusoidal encoding [T, P] to the queries' and keys'
+  inputs (W_q, W_k: [H, D + P, K]). ``kind=MESA`` adds a per-head λ [H] (init
+  ``mesa_lam_init``, no positivity transform) and, with ``mesa_forget``, a forget gate
+  γ_t,h = σ(e_t w_γ,h + b_γ,h) (w_γ: [D, H], b_γ: [H] init ``MESA_FORGET_BIAS_INIT``).
   """
 
   def __init__(
@@ -249,30 +296,62 @@ class SelfAttention(nnx.Module):
     key: jax.Array,
     init_scale: float = 1.0,
     value_size: int | None = None,
+    pe_dim: int = 0,
+    mesa_impl: MesaImpl | str = MesaImpl.AUTO,
+    mesa_lam_init: float = 1.0,
+    mesa_forget: bool = False,
   ):
     self.kind = _as_enum(kind, AttentionKind, "kind")
+    self.mesa_impl = parse_enum(mesa_impl, MesaImpl, "mesa_impl")
+    if pe_dim < 0:
+      raise ValueError(f"pe_dim must be >= 0; got {pe_dim}")
+    self.pe_dim = pe_dim
     value_size = key_size if value_size is None else value_size
     kq, kk, kv, kp = jax.random.split(key, 4)
     h, d, k, v = num_heads, dim, key_size, value_size
-    self.w_q = nnx.Param(_variance_scaling(kq, (h, d, k), init_scale, in_axis=1, batch_axis=0))
-    self.w_k = nnx.Param(_variance_scaling(kk, (h, d, k), init_scale, in_axis=1, batch_axis=0))
+    d_qk = d + pe_dim
+    self.w_q = nnx.Param(_variance_scaling(kq, (h, d_qk, k), init_scale, in_axis=1, batch_axis=0))
+    self.w_k = nnx.Param(_variance_scaling(kk, (h, d_qk, k), init_scale, in_axis=1, batch_axis=0))
     self.w_v = nnx.Param(_variance_scaling(kv, (h, d, v), init_scale, in_axis=1, batch_axis=0))
     self.w_p = nnx.Param(_variance_scaling(kp, (h, v, d), init_scale, in_axis=(0, 1)))
+    is_mesa = self.kind is AttentionKind.MESA
+    if mesa_forget and not is_mesa:
+      raise ValueError(f"mesa_forget applies only to kind={AttentionKind.MESA}; got {self.kind}")
+    self.lam = nnx.Param(jnp.full((h,), mesa_lam_init, jnp.float32)) if is_mesa else None
+    if mesa_forget:
+      # fold_in rather than a 5-way split keeps W_q..W_p identical to a layer without a gate.
+      k_gate = jax.random.fold_in(key, 4)
+      self.w_gamma = nnx.Param(_variance_scaling(k_gate, (d, h), init_scale, in_axis=0))
+      self.b_gamma = nnx.Param(jnp.full((h,), MESA_FORGET_BIAS_INIT, jnp.float32))
+    else:
+      self.w_gamma = self.b_gamma = None
+
+  def forget_factors(self, e: jax.Array) -> jax.Array | None:
+    """γ [B, H, T] = σ(e w_γ + b_γ) of a gated mesa layer; None without a gate."""
+    if self.w_gamma is None:
+      return None
+    return jnp.swapaxes(jax.nn.sigmoid(e @ self.w_gamma[...] + self.b_gamma[...]), 1, 2)
 
   def __call__(
     self, e: jax.Array, *, mask: Mask | str, num_context: int | None = None
   ) -> jax.Array:
     """e: [B, T, D] -> Δe [B, T, D]."""
+    pe = sinusoidal_encoding(e.shape[1], self.pe_dim, e.dtype) if self.pe_dim else None
+    weights = (self.w_q[...], self.w_k[...], self.w_v[...], self.w_p[...])
+    if self.kind is AttentionKind.MESA:
+      mask = _as_enum(mask, Mask, "mask")
+      if mask is not Mask.CAUSAL or num_context is not None:
+        raise ValueError(f"a mesa layer is causal: it needs mask={Mask.CAUSAL}; got {mask}")
+      return mesa_layer(
+        e,
+        *weights,
+        self.lam[...],
+        gamma=self.forget_factors(e),
+        impl=self.mesa_impl,
+        qk_features=pe,
+      )
     attend = linear_attention if self.kind is AttentionKind.LINEAR else softmax_attention
-    return attend(
-      e,
-      self.w_q[...],
-      self.w_k[...],
-      self.w_v[...],
-      self.w_p[...],
-      mask=mask,
-      num_context=num_context,
-    )
+    return attend(e, *weights, mask=mask, num_context=num_context, qk_features=pe)
 
 
 class MLP(nnx.Module):
@@ -318,10 +397,13 @@ class Block(nnx.Module):
     mlp_hidden: int | None,
     layer_norm: bool,
     init_scale: float,
+    **attention_options,
   ):
+    """``attention_options``: pe_dim, mesa_impl, mesa_lam_init, mesa_forget of
+    ``SelfAttention``."""
     k_attn, k_mlp = jax.random.split(key)
     self.attention = SelfAttention(
-      dim, num_heads, key_size, kind=kind, key=k_attn, init_scale=init_scale
+      dim, num_heads, key_size, kind=kind, key=k_attn, init_scale=init_scale, **attention_options
     )
     self.mlp = (
       None if mlp_hidden is None else MLP(dim, mlp_hidden, key=k_mlp, init_scale=init_scale)
@@ -340,10 +422,18 @@ class Block(nnx.Module):
 
 
 class Transformer(nnx.Module):
-  """A stack of ``Block``s acting on tokens [B, T, D]; no embedding and no readout.
+  """A stack of ``Block``s acting on tokens [B, T, D].
 
   ``tied=True`` keeps one weight set and applies it ``num_layers`` times (a "recurrent"
   Transformer); then ``num_layers`` can be overridden at call time for longer roll-outs.
+
+  Options for von Oswald et al. (2023)'s models, all off by default:
+    ``input_dim``/``output_dim``: bias-free linear embedding [I, D] and readout [D, O]; the
+      stack then maps inputs [B, T, I] to outputs [B, T, O].
+    ``pe_dim``: P > 0 gives the *first* layer a sinusoidal encoding concatenated to its
+      query/key inputs (never added to the residual stream).
+    ``attention="mesa"`` (or a list such as ``["softmax", "mesa"]``) builds mesa layers,
+      with ``mesa_impl``, ``mesa_lam_init`` and ``mesa_forget`` as in ``SelfAttention``.
   """
 
   def __init__(
@@ -360,6 +450,12 @@ class Transformer(nnx.Module):
     layer_norm: bool = False,
     token_clip: float | None = None,
     init_scale: float = 1.0,
+    pe_dim: int = 0,
+    input_dim: int | None = None,
+    output_dim: int | None = None,
+    mesa_impl: MesaImpl | str = MesaImpl.AUTO,
+    mesa_lam_init: float = 1.0,
+    mesa_forget: bool = False,
   ):
     if num_layers < 1:
       raise ValueError(f"num_layers must be >= 1; got {num_layers}")
@@ -375,6 +471,10 @@ class Transformer(nnx.Module):
       )
     if token_clip is not None and token_clip <= 0:
       raise ValueError(f"token_clip must be positive or None; got {token_clip}")
+    if tied and pe_dim:
+      raise ValueError(f"pe_dim goes to the first layer only, so it needs tied=False; got {pe_dim}")
+    if mesa_forget and AttentionKind.MESA not in kinds:
+      raise ValueError("mesa_forget needs at least one layer of attention kind 'mesa'")
     self.num_layers = num_layers
     self.tied = tied
     self.token_clip = token_clip
@@ -391,10 +491,25 @@ class Transformer(nnx.Module):
           mlp_hidden=mlp_hidden,
           layer_norm=layer_norm,
           init_scale=init_scale,
+          pe_dim=pe_dim if i == 0 else 0,
+          mesa_impl=mesa_impl,
+          mesa_lam_init=mesa_lam_init,
+          mesa_forget=mesa_forget and kinds[i] is AttentionKind.MESA,
         )
         for i in range(num_weight_sets)
       ]
     )
+    # Own fold_in keys, so that the blocks' weights are those of a stack without them.
+    if input_dim is not None:
+      k_in = jax.random.fold_in(key, 1_000_001)
+      self.embed = nnx.Param(_variance_scaling(k_in, (input_dim, dim), init_scale, in_axis=0))
+    else:
+      self.embed = None
+    if output_dim is not None:
+      k_out = jax.random.fold_in(key, 1_000_002)
+      self.readout = nnx.Param(_variance_scaling(k_out, (dim, output_dim), init_scale, in_axis=0))
+    else:
+      self.readout = None
 
   def __call__(
     self,
@@ -409,19 +524,22 @@ class Transformer(nnx.Module):
     """Run the stack.
 
     Args:
-      e: tokens [B, T, D].
+      e: tokens [B, T, D], or inputs [B, T, I] with ``input_dim``.
       mask, num_context: see ``Mask``.
       num_layers: depth override; any depth for a tied stack, at most the built depth
         for an untied one (it then runs the first ``num_layers`` layers).
       residual_scale: dampening λ, e <- e + λ·Δe in every sublayer.
       return_all: also return the token states [e_0 (the input), e_1, ..., e_L].
     Returns:
-      e_L [B, T, D], or (e_L, states) with ``return_all``.
+      e_L [B, T, D] (outputs [B, T, O] with ``output_dim``), or (that, states) with
+      ``return_all``; the states are always residual-stream tokens [B, T, D].
     """
     depth = self.num_layers if num_layers is None else num_layers
     if depth < 1 or (not self.tied and depth > self.num_layers):
       limit = "any depth >= 1" if self.tied else f"1..{self.num_layers}"
       raise ValueError(f"num_layers must be {limit}; got {num_layers}")
+    if self.embed is not None:
+      e = e @ self.embed[...]
     states = [e]
     for layer in range(depth):
       block = self.blocks[0 if self.tied else layer]
@@ -430,4 +548,5 @@ class Transformer(nnx.Module):
         # Keeps deep untrained stacks finite (icl-gd clips to ±10 for > 3 layers).
         e = jnp.clip(e, -self.token_clip, self.token_clip)
       states.append(e)
-    return (e, states) if return_all else e
+    out = e if self.readout is None else e @ self.readout[...]
+    return (out, states) if return_all else out
