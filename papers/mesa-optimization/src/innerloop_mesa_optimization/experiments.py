@@ -80,7 +80,7 @@ def model_loss(cfg: Config, model: ConstructedModel, states: jax.Array) -> jax.A
 
 def per_t_loss(predict_fn, states: jax.Array, chunk: int = 256) -> np.ndarray:
   """½‖ŝ_{t+1} − s_{t+1}‖² per t [T], mean over the test sequences (evaluated in chunks)."""
-  sums = []
+  sums, predict_fn = [], jax.jit(predict_fn)  # one compile; equal-sized chunks
   for i in range(0, states.shape[0], chunk):
     part = states[i : i + chunk]
     sums.append(np.asarray(dyn.per_step_loss(predict_fn(part), part[:, 1:])) * part.shape[0])
@@ -252,8 +252,7 @@ def train_run(
   per_t = []
   for i in range(run.seeds):
     model = result.model(i)
-    fn = jax.jit(lambda s, m=model: predict(m, tokens_of(cfg, s), cfg.state_dim))
-    per_t.append(per_t_loss(fn, test))
+    per_t.append(per_t_loss(lambda s, m=model: predict(m, tokens_of(cfg, s), cfg.state_dim), test))
   per_t = np.asarray(per_t)
   out: dict[str, Any] = {
     "seeds": list(result.seeds),
