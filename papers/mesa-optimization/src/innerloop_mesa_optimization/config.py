@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from innerloop_mesa_optimization.models import LayerKind
+from innerloop_mesa_optimization.sequence_models import SeqRun
 from innerloop_tasks.dynamics import TaskFamily, TokenLayout
 
 
@@ -84,10 +85,15 @@ class Config:
   mesa1: Run = Run(kind=LayerKind.MESA, num_heads=4, input_mask=False, steps=5000,
                    learning_rate=4e-4)  # fmt: skip
   fig5b: Fig5b = Fig5b()
+  # Figs 2A, 6, 7A (fully observed): full profile only.
+  transformer7: SeqRun = SeqRun()
+  hybrid: SeqRun = SeqRun(attention=("softmax", "mesa"), token_clip=1.0, learning_rate=3e-4,
+                          steps=20000)  # fmt: skip
 
 
 # Trained models in the order they run; `LSA_DEPTHS` are compared with Prop-2 in Fig 4D.
 RUNS = ("lsa1", "fixed_w", "contracting", "lsa2", "lsa4", "lsa6", "mesa1")
+SEQ_RUNS = ("transformer7", "hybrid")
 LSA_DEPTHS = (("lsa1", 1), ("lsa2", 2), ("lsa4", 4), ("lsa6", 6))
 
 _TINY = dict(seeds=1, batch_size=64, eval_every=100)

@@ -11,7 +11,6 @@ Shape notation: B sequences, T steps, N state width, D token width, S seeds.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 from typing import Any
 
@@ -21,11 +20,13 @@ import numpy as np
 
 from innerloop_core import config as core_config
 from innerloop_core.attention import Mask, linear_attention
-from innerloop_core.optim import OptimConfig, OptimizerName, make_optimizer
+from innerloop_core.optim import OptimConfig, OptimizerName, Schedule, make_optimizer
 from innerloop_core.train import Deadline, LoopConfig, train
+from innerloop_mesa_optimization import sequence_models as seq
 from innerloop_mesa_optimization import solvers
 from innerloop_mesa_optimization.config import Config, Fig5b, Run
 from innerloop_mesa_optimization.models import ConstructedModel, predict, prop1_weights
+from innerloop_mesa_optimization.sequence_models import SeqRun
 from innerloop_tasks import dynamics as dyn
 
 
@@ -211,27 +212,90 @@ def optimizer(run: Run):
   )
 
 
-def train_run(
-  name: str, cfg: Config, run: Run, paths: Paths, deadline: Deadline, test: jax.Array, refs: dict
-) -> dict[str, Any]:
-  """Trains `run.seeds` models (vmapped) on fresh sequences; per-t curves and probes after."""
-  sample = functools.partial(
-    lambda key: dyn.sample_states(key, run.family, run.batch_size, cfg.length, cfg.state_dim).states
-  )
-  loss = functools.partial(model_loss, cfg)
+def train_model(
+  name: str,
+  cfg: Config,
+  *,
+  init,
+  predict_fn,
+  family: dyn.TaskFamily,
+  loop: LoopConfig,
+  seeds: int,
+  batch_size: int,
+  optimizer,
+  fingerprint: str,
+  paths: Paths,
+  deadline: Deadline,
+  test: jax.Array,
+  refs: dict,
+) -> tuple[dict[str, Any], Any]:
+  """Trains `seeds` models (vmapped) on fresh sequences of `family` with the sequence loss of
+  ``predict_fn(model, states [B, T+1, N]) -> ŝ [B, T, N]``; per-t curves on `test` after."""
+
+  def sample(key):
+    return dyn.sample_states(key, family, batch_size, cfg.length, cfg.state_dim).states
+
+  def loss(model, states):
+    return dyn.sequence_loss(predict_fn(model, states), states[:, 1:])
 
   def evaluate(model):
-    return {"test_loss": model_loss(cfg, model, test)}
+    return {"test_loss": loss(model, test)}
 
   result = train(
     name=name,
-    init=lambda key: build_model(cfg, run, key),
+    init=init,
     sample_batch=sample,
     loss=loss,
-    optimizer=optimizer(run),
-    loop=LoopConfig(run.steps, run.eval_every, cfg.checkpoint_every),
-    seeds=range(run.seeds),
+    optimizer=optimizer,
+    loop=loop,
+    seeds=range(seeds),
     run_dir=paths.runs / name,
+    fingerprint=fingerprint,
+    evaluate=evaluate,
+    deadline=deadline,
+  )
+  steps = [row["step"] for row in result.history]
+  curve = np.asarray([row["test_loss"] for row in result.history]).T  # [S, evals]
+  per_t = np.asarray(
+    [
+      per_t_loss(lambda s, m=result.model(i): predict_fn(m, s), test)
+      for i in range(len(result.seeds))
+    ]
+  )
+  gd1 = np.asarray(refs["gd1"]["per_t"])
+  rel = np.abs(per_t.mean(0) / gd1 - 1.0)
+  out: dict[str, Any] = {
+    "seeds": list(result.seeds),
+    "wall_time_s": result.wall_time_s,
+    "curves": {"test_loss": {"step": steps, "value": curve.tolist()}},
+    "final": {"test_loss": curve[:, -1].tolist()},
+    # Test loss at the steps the sheet quotes for Mesa-1 (Fig 4A), where evaluated.
+    "loss_at": {str(st): curve[:, i].tolist() for i, st in enumerate(steps) if st in QUOTED_STEPS},
+    "per_t": {**curve_summary(per_t.mean(0)), "seeds": per_t.tolist()},
+    "references": refs,
+    "vs_gd1": {
+      "max_rel_dev_t_ge_5": float(rel[4:].max()),
+      "argmin_t": int(np.argmin(per_t.mean(0))) + 1,
+      "gd1_over_model_t20_30": float(gd1[19:30].mean() / per_t.mean(0)[19:30].mean()),
+    },
+  }
+  return out, result
+
+
+def train_run(
+  name: str, cfg: Config, run: Run, paths: Paths, deadline: Deadline, test: jax.Array, refs: dict
+) -> tuple[dict[str, Any], Any]:
+  """A constructed-token model (LSA-d or Mesa-1) of `run`."""
+  out, result = train_model(
+    name,
+    cfg,
+    init=lambda key: build_model(cfg, run, key),
+    predict_fn=lambda model, s: predict(model, tokens_of(cfg, s), cfg.state_dim),
+    family=run.family,
+    loop=LoopConfig(run.steps, run.eval_every, cfg.checkpoint_every),
+    seeds=run.seeds,
+    batch_size=run.batch_size,
+    optimizer=optimizer(run),
     fingerprint=core_config.fingerprint(
       (
         name,
@@ -244,37 +308,78 @@ def train_run(
         cfg.test_seed,
       )  # fmt: skip
     ),
-    evaluate=evaluate,
+    paths=paths,
     deadline=deadline,
+    test=test,
+    refs=refs,
   )
-  steps = [row["step"] for row in result.history]
-  curve = np.asarray([row["test_loss"] for row in result.history]).T  # [S, evals]
-  per_t = []
-  for i in range(run.seeds):
-    model = result.model(i)
-    per_t.append(per_t_loss(lambda s, m=model: predict(m, tokens_of(cfg, s), cfg.state_dim), test))
-  per_t = np.asarray(per_t)
-  out: dict[str, Any] = {
-    "seeds": list(result.seeds),
-    "config": core_config.to_dict(run),
-    "wall_time_s": result.wall_time_s,
-    "curves": {"test_loss": {"step": steps, "value": curve.tolist()}},
-    "final": {"test_loss": curve[:, -1].tolist()},
-    # Test loss at the steps the sheet quotes for Mesa-1 (Fig 4A), where evaluated.
-    "loss_at": {str(st): curve[:, i].tolist() for i, st in enumerate(steps) if st in QUOTED_STEPS},
-    "per_t": {**curve_summary(per_t.mean(0)), "seeds": per_t.tolist()},
-    "references": refs,
-  }
+  out["config"] = core_config.to_dict(run)
   if run.kind.value == "mesa":
     out["mesa_lambda"] = np.asarray(result.params["mesa_lambda"][...]).tolist()
-  gd1 = np.asarray(refs["gd1"]["per_t"])
-  rel = np.abs(per_t.mean(0) / gd1 - 1.0)
-  out["vs_gd1"] = {
-    "max_rel_dev_t_ge_5": float(rel[4:].max()),
-    "argmin_t": int(np.argmin(per_t.mean(0))) + 1,
-    "gd1_over_model_t20_30": float(gd1[19:30].mean() / per_t.mean(0)[19:30].mean()),
-  }
   return out, result
+
+
+def train_seq_run(
+  name: str, cfg: Config, run: SeqRun, paths: Paths, deadline: Deadline, test: jax.Array, refs
+) -> dict[str, Any]:
+  """Transformer-7 / hybrid-mesa on raw states, with the layer-1 copy probe (Fig 2A)."""
+  optim = make_optimizer(
+    OptimConfig(
+      name=OptimizerName.ADAMW,
+      learning_rate=run.learning_rate,
+      weight_decay=run.weight_decay,
+      schedule=Schedule.WARMUP_COSINE,
+      warmup_steps=run.warmup_steps,
+      clip_elementwise=run.grad_clip_elementwise,
+    ),
+    run.steps,
+  )
+  out, result = train_model(
+    name,
+    cfg,
+    init=lambda key: seq.build_sequence_model(run, cfg.state_dim, key),
+    predict_fn=seq.predict_states,
+    family=run.family,
+    loop=LoopConfig(run.steps, run.eval_every, cfg.checkpoint_every),
+    seeds=run.seeds,
+    batch_size=run.batch_size,
+    optimizer=optim,
+    fingerprint=core_config.fingerprint(
+      (
+        name,
+        dataclasses.replace(run, copy_probe=False),
+        cfg.length,
+        cfg.state_dim,
+        cfg.test_batches,
+        cfg.test_batch_size,
+        cfg.test_seed,
+      )  # fmt: skip
+    ),
+    paths=paths,
+    deadline=deadline,
+    test=test,
+    refs=refs,
+  )
+  out["config"] = core_config.to_dict(run)
+  if run.copy_probe:
+    out["copy_probe"] = [copy_probe(cfg, result.model(i), test) for i in range(run.seeds)]
+    out["copy_summary"] = {
+      k: [p[k] for p in out["copy_probe"]] for k in ("t49", "t50", "min_t_le_47")
+    }
+  return out
+
+
+def copy_probe(cfg: Config, model, test: jax.Array) -> dict[str, Any]:
+  """Fig 2A: probe MSE of s_{t'}, t' = T−7..T, from the first layer's output at t = T."""
+  states = test[: cfg.probe_batch]
+  layer1 = seq.layer_outputs(model, states)[1][:, -1]  # [B, D] at t = T
+  t_primes = list(range(cfg.length - 7, cfg.length + 1))
+  mse = [probe_mse(layer1, states[:, tp - 1]) for tp in t_primes]
+  out = {"t_prime": t_primes, "mse": mse}
+  out["t49"] = mse[t_primes.index(cfg.length - 1)]
+  out["t50"] = mse[-1]
+  out["min_t_le_47"] = min(m for tp, m in zip(t_primes, mse) if tp <= cfg.length - 3)
+  return out
 
 
 def probe_run(cfg: Config, result, test: jax.Array, coeffs) -> list[dict[str, Any]]:

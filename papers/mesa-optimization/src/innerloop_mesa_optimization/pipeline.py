@@ -11,7 +11,7 @@ from innerloop_core import runlog
 from innerloop_core.cli import PaperPaths
 from innerloop_core.train import Deadline
 from innerloop_mesa_optimization import experiments
-from innerloop_mesa_optimization.config import LSA_DEPTHS, RUNS, Config
+from innerloop_mesa_optimization.config import LSA_DEPTHS, RUNS, SEQ_RUNS, Config
 
 
 def _log(msg: str) -> None:
@@ -73,12 +73,29 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
       f"{name}: test loss {finals[name]:.4f} | t=50 {out['per_t']['t_last']:.4f} | "
       f"GD-1 {ref['gd1']['mean']:.4f} | {out['wall_time_s']:.0f} s"
     )
+  for name in SEQ_RUNS:
+    run = getattr(cfg, name)
+    if not run.enabled:
+      continue
+    test, ref = family_refs(run.family)
+    out = experiments.train_seq_run(name, cfg, run, run_paths, deadline, test, ref)
+    runlog.write_json(paths.results / f"{name}.json", out)
+    finals[name] = float(np.mean(out["final"]["test_loss"]))
+    t50[name] = out["per_t"]["t_last"]
+    _log(
+      f"{name}: test loss {finals[name]:.4f} | t=50 {t50[name]:.4f} | {out['wall_time_s']:.0f} s"
+    )
   if cfg.fig5b.enabled:
     res = experiments.fig5b(cfg, cfg.fig5b)
     runlog.write_json(paths.results / "fig5b.json", res)
     _log(f"fig5b: KR/LSQ {['%.2f' % r for r in res['kr_over_lsq']]}")
   summary = {"final_test_loss": finals}
   linear_refs = refs[experiments.dyn.TaskFamily.LINEAR]
+  if "transformer7" in t50:
+    if "prop2_7" in linear_refs:
+      summary["transformer7_over_prop2_t50"] = t50["transformer7"] / linear_refs["prop2_7"]["t50"]
+    if "hybrid" in t50:
+      summary["hybrid_over_transformer7_t50"] = t50["hybrid"] / t50["transformer7"]
   for name, depth in LSA_DEPTHS:
     if name in t50 and f"prop2_{depth}" in linear_refs:
       summary[f"{name}_over_prop2_t50"] = t50[name] / linear_refs[f"prop2_{depth}"]["t50"]
