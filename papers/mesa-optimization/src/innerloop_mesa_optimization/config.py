@@ -44,6 +44,25 @@ class Run:
   mesa_impl: str = "auto"  # innerloop_core.mesa.MesaImpl value
 
 
+def lsa(depth: int, **overrides) -> Run:
+  """LSA-d of Figs 4D-F: 4 heads, no input mask, lr 1e-4, wd 0.1 (sheet §3.2-3.3)."""
+  spec = dict(num_layers=depth, num_heads=4, input_mask=False, learning_rate=1e-4, weight_decay=0.1)
+  return Run(**{**spec, **overrides})
+
+
+def mesa(**overrides) -> Run:
+  """Mesa-1: one mesa-layer, 4 heads of key size 20, no input mask. lr 4e-4 is the sheet's
+  Mesa-1 rate of Figs 4D-F (the 4A table row gives 2e-4 for the LSA models)."""
+  spec = dict(kind=LayerKind.MESA, num_heads=4, input_mask=False, learning_rate=4e-4)
+  return Run(**{**spec, **overrides})
+
+
+def hybrid(**overrides) -> SeqRun:
+  """The hybrid-mesa model: a softmax block with PE, then a mesa-layer; residual clip ±1."""
+  spec = dict(attention=("softmax", "mesa"), token_clip=1.0, learning_rate=3e-4, steps=20000)
+  return SeqRun(**{**spec, **overrides})
+
+
 @dataclasses.dataclass(frozen=True)
 class Fig5b:
   """LSQ vs softmax kernel regression as the state width n_s grows (T = 4 n_s)."""
@@ -75,20 +94,14 @@ class Config:
   lsa1: Run = Run()
   fixed_w: Run = Run(family=TaskFamily.FIXED_W)  # Appendix E.2
   contracting: Run = Run(enabled=False, family=TaskFamily.CONTRACTING)  # Appendix E.1
-  lsa2: Run = Run(num_layers=2, num_heads=4, input_mask=False, learning_rate=1e-4,
-                  weight_decay=0.1, steps=5000)  # fmt: skip
-  lsa4: Run = Run(num_layers=4, num_heads=4, input_mask=False, learning_rate=1e-4,
-                  weight_decay=0.1, steps=10000, probes=True)  # fmt: skip
-  lsa6: Run = Run(enabled=False, num_layers=6, num_heads=4, input_mask=False,
-                  learning_rate=1e-4, weight_decay=0.1, steps=15000, probes=True)  # fmt: skip
-  # lr 4e-4: the sheet's Mesa-1 rate of Figs 4D-F (4A's table row gives 2e-4 for the LSAs).
-  mesa1: Run = Run(kind=LayerKind.MESA, num_heads=4, input_mask=False, steps=5000,
-                   learning_rate=4e-4)  # fmt: skip
+  lsa2: Run = lsa(2, steps=5000)
+  lsa4: Run = lsa(4, steps=10000, probes=True)
+  lsa6: Run = lsa(6, enabled=False, steps=15000, probes=True)
+  mesa1: Run = mesa(steps=5000)
   fig5b: Fig5b = Fig5b()
   # Figs 2A, 6, 7A (fully observed): full profile only.
   transformer7: SeqRun = SeqRun()
-  hybrid: SeqRun = SeqRun(attention=("softmax", "mesa"), token_clip=1.0, learning_rate=3e-4,
-                          steps=20000)  # fmt: skip
+  hybrid: SeqRun = hybrid()
 
 
 # Trained models in the order they run; `LSA_DEPTHS` are compared with Prop-2 in Fig 4D.
@@ -112,15 +125,7 @@ PROFILES: dict[str, Config] = {
     probe_chebyshev_steps=1,
     lsa1=Run(steps=300, learning_rate=1e-3, **_TINY),
     fixed_w=Run(enabled=False),
-    lsa2=Run(
-      num_layers=2,
-      num_heads=4,
-      input_mask=False,
-      steps=50,
-      probes=True,
-      learning_rate=1e-3,
-      **_TINY,
-    ),  # fmt: skip
+    lsa2=lsa(2, steps=50, probes=True, learning_rate=1e-3, **_TINY),
     lsa4=Run(enabled=False),
     mesa1=Run(enabled=False),
     fig5b=Fig5b(state_dims=(4, 6), num_batches=1, log10_betas=(-1.0, 0.0, 1.0)),
@@ -132,30 +137,9 @@ PROFILES: dict[str, Config] = {
     prop2_fit_steps=600,
     lsa1=Run(steps=1300),
     fixed_w=Run(family=TaskFamily.FIXED_W, steps=1300),
-    lsa2=Run(
-      num_layers=2,
-      num_heads=4,
-      input_mask=False,
-      learning_rate=1e-4,
-      weight_decay=0.1,
-      steps=3000,
-      batch_size=128,
-      eval_every=250,
-    ),  # fmt: skip
-    lsa4=Run(
-      num_layers=4,
-      num_heads=4,
-      input_mask=False,
-      learning_rate=1e-4,
-      weight_decay=0.1,
-      steps=3000,
-      batch_size=128,
-      eval_every=250,
-      probes=True,
-    ),  # fmt: skip
-    mesa1=Run(
-      kind=LayerKind.MESA, num_heads=4, input_mask=False, steps=1000, batch_size=128, eval_every=100
-    ),  # fmt: skip
+    lsa2=lsa(2, steps=3000, batch_size=128, eval_every=250),
+    lsa4=lsa(4, steps=3000, batch_size=128, eval_every=250, probes=True),
+    mesa1=mesa(steps=1000, batch_size=128, eval_every=100),
   ),
   # Paper scale on one GPU, 5 seeds, resumable (core train's budget + resume).
   "full": Config(
@@ -163,37 +147,11 @@ PROFILES: dict[str, Config] = {
     lsa1=Run(steps=5000, seeds=5),
     fixed_w=Run(family=TaskFamily.FIXED_W, steps=5000, seeds=5),
     contracting=Run(family=TaskFamily.CONTRACTING, steps=5000, seeds=5),
-    lsa2=Run(
-      num_layers=2,
-      num_heads=4,
-      input_mask=False,
-      learning_rate=1e-4,
-      weight_decay=0.1,
-      steps=5000,
-      seeds=5,
-    ),  # fmt: skip
-    lsa4=Run(
-      num_layers=4,
-      num_heads=4,
-      input_mask=False,
-      learning_rate=1e-4,
-      weight_decay=0.1,
-      steps=10000,
-      seeds=5,
-      probes=True,
-    ),  # fmt: skip
-    lsa6=Run(
-      num_layers=6,
-      num_heads=4,
-      input_mask=False,
-      learning_rate=1e-4,
-      weight_decay=0.1,
-      steps=15000,
-      seeds=5,
-      probes=True,
-    ),  # fmt: skip
-    mesa1=Run(
-      kind=LayerKind.MESA, num_heads=4, input_mask=False, steps=5000, seeds=5, learning_rate=4e-4
-    ),  # fmt: skip
+    lsa2=lsa(2, steps=5000, seeds=5),
+    lsa4=lsa(4, steps=10000, seeds=5, probes=True),
+    lsa6=lsa(6, steps=15000, seeds=5, probes=True),
+    mesa1=mesa(steps=5000, seeds=5),
+    transformer7=SeqRun(enabled=True, seeds=5),
+    hybrid=hybrid(enabled=True, seeds=5),
   ),
 }

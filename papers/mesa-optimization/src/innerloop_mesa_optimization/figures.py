@@ -103,8 +103,9 @@ def _fig4ef(paths: PaperPaths, name: str, res: dict) -> None:
     F.plot_seeds(ax[0, i], x, ys, f"{name} probe", F.COLORS["trained"])
     if key == "target":
       F.plot_published(ax[0, i], np.arange(7), PUBLISHED_PROBE_TARGET_LSA6, "LSA-6 published")
-    ax[0, i].set(xticks=x, xticklabels=layers, ylabel="probe MSE at t = 50", yscale="log",
-                 title=title)  # fmt: skip
+    ticks = ["input"] + [f"L{k}" for k in range(1, max(len(layers), 7))]
+    ax[0, i].set(xticks=np.arange(len(ticks)), xticklabels=ticks, ylabel="probe MSE at t = 50",
+                 yscale="log", title=title)  # fmt: skip
     ax[0, i].legend()
   F.savefig(fig, paths.figures / f"fig4ef_probes_{name}.png", _note(paths, len(res["probes"])))
 
