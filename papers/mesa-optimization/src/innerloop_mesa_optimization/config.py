@@ -113,7 +113,7 @@ _TINY = dict(seeds=1, batch_size=64, eval_every=100)
 
 PROFILES: dict[str, Config] = {
   # CI smoke (seconds on 2 cores): LSA-1 for 300 steps, a 2-layer LSA with probes for 50,
-  # every reference solver, Fig 5B at two widths. No mesa training (its scan
+  # every reference solver, Fig 5B at n_s = 4. No mesa training (its scan
   # compile alone exceeds the smoke budget; core's tests cover the layer).
   "tiny": Config(
     test_batches=1,
@@ -128,7 +128,7 @@ PROFILES: dict[str, Config] = {
     lsa2=lsa(2, steps=50, probes=True, learning_rate=1e-3, **_TINY),
     lsa4=Run(enabled=False),
     mesa1=Run(enabled=False),
-    fig5b=Fig5b(state_dims=(4, 6), num_batches=1, log10_betas=(-1.0, 0.0, 1.0)),
+    fig5b=Fig5b(state_dims=(4,), num_batches=1, log10_betas=(-1.0, 0.0, 1.0)),
   ),
   # ≤ 20 min on 2 cores: Figs 4A/4C (LSA-1, 1300 steps), E.2, 4D/E/F (LSA-2/4 at B 128),
   # 4A mesa (Mesa-1, B 128), 5B; the α/β fit shortened.

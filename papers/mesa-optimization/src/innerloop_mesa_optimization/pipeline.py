@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import jax
 import numpy as np
@@ -13,9 +14,11 @@ from innerloop_core.train import Deadline
 from innerloop_mesa_optimization import experiments
 from innerloop_mesa_optimization.config import LSA_DEPTHS, RUNS, SEQ_RUNS, Config
 
+_T0 = time.perf_counter()
+
 
 def _log(msg: str) -> None:
-  print(f"[mesa-optimization] {msg}", file=sys.stderr)
+  print(f"[mesa-optimization {time.perf_counter() - _T0:6.1f} s] {msg}", file=sys.stderr)
 
 
 def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
@@ -31,7 +34,7 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
       "fit_loss_first": history[0] if history else None,
       "fit_loss_last": float(np.mean(history[-20:])) if history else None,
     }
-    _log(f"Prop-2({depth}) α {fits[str(depth)]['alpha']} β {fits[str(depth)]['beta']}")
+    _log(f"Prop-2({depth}) fitted: α {fits[str(depth)]['alpha']} β {fits[str(depth)]['beta']}")
   runlog.write_json(paths.results / "prop2_fit.json", fits)
 
   tests, refs = {}, {}
