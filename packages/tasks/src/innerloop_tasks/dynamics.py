@@ -13,11 +13,15 @@ difference is a named option whose default is the code's convention (sheet §3.1
   ObsMatrixScale      C = 0.5·N(0, 1) (code) | N(0, 0.5), variance 0.5 (paper)
   NonlinearConvention h' = W u/‖u‖, u = GELU(hA)B (code) | h' = B·GELU(Ah) (paper)
   FewshotX            x ~ U(−1, 1) (code) | N(0, I) (paper)
+
+The generators are jitted (sizes and options static): called eagerly, as for fixed test sets,
+each would otherwise compile its time scan afresh on every call.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 from typing import NamedTuple
 
 import jax
@@ -115,6 +119,7 @@ def roll_out_linear(
   return jnp.concatenate([s_1[:, None], jnp.swapaxes(rest, 0, 1)], axis=1)
 
 
+@functools.partial(jax.jit, static_argnames=("batch_size", "length", "dim", "init", "fixed_w"))
 def linear_sequences(
   key: jax.Array,
   batch_size: int,
@@ -144,6 +149,7 @@ def contracting_matrices(key: jax.Array, batch_size: int, dim: int) -> jax.Array
   return jnp.einsum("bij,bj,bjk->bik", u, lam, jnp.linalg.inv(u))
 
 
+@functools.partial(jax.jit, static_argnames=("batch_size", "length", "dim", "init"))
 def contracting_sequences(
   key: jax.Array,
   batch_size: int,
@@ -162,6 +168,9 @@ def contracting_sequences(
   )
 
 
+@functools.partial(
+  jax.jit, static_argnames=("batch_size", "length", "obs_dim", "hidden_dim", "init", "obs_scale")
+)
 def partial_sequences(
   key: jax.Array,
   batch_size: int,
@@ -198,6 +207,7 @@ def nonlinear_mlp(
   return a, b
 
 
+@functools.partial(jax.jit, static_argnames=("batch_size", "length", "dim", "convention"))
 def nonlinear_sequences(
   key: jax.Array,
   batch_size: int,
@@ -301,6 +311,9 @@ class FewShotBatch(NamedTuple):
   pair_index: jax.Array
 
 
+@functools.partial(
+  jax.jit, static_argnames=("batch_size", "num_pairs", "dim", "x_dist", "eos", "num_prefix")
+)
 def fewshot_sequences(
   key: jax.Array,
   batch_size: int,
