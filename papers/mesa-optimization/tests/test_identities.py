@@ -224,3 +224,20 @@ def test_kernel_regression_limits(seq):
   sharp = solvers.kernel_regression_predict(x, y, 1e4)
   nearest = jnp.argmax(jnp.einsum("tn,sn->ts", x[0], x[0])[5, :5])
   assert relative_error(sharp[0, 5], y[0, nearest]) <= 1e-4
+
+
+# ------------------------------------------------------------------------------ probes
+
+
+def test_probe_mse_exact_for_affine_targets_and_in_sample_for_noise():
+  """The probe fits affine maps exactly; on pure noise its in-sample error is the noise
+  variance times (B − D − 1)/B (½ summed over dims), the reason the input probe reads 1.535
+  rather than 1.667 at B = 256."""
+  from innerloop_mesa_optimization.experiments import probe_mse
+
+  k1, k2, k3 = jax.random.split(jax.random.key(12), 3)
+  x = jax.random.normal(k1, (2000, 5))
+  w = jax.random.normal(k2, (5, 2))
+  assert probe_mse(x, x @ w + 3.0) <= 1e-10
+  noise = jax.random.normal(k3, (2000, 2))
+  assert probe_mse(x, noise) == pytest.approx(0.5 * 2 * (2000 - 6) / 2000, rel=0.1)
