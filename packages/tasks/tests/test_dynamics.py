@@ -9,7 +9,7 @@ from innerloop_core.config import ConfigError
 from innerloop_tasks import dynamics as dyn
 
 # WᵀW = I, the zero predictor's t = 1 loss and the noise floor (sheet §8 test 10) are tested
-# in papers/mesa-optimization/tests/test_identities.py.
+# in papers/mesa-optimization/tests/test_mesa_identities.py.
 
 
 def test_states_are_clipped_and_shapes():
