@@ -122,7 +122,7 @@ class Config:
 PROFILES: dict[str, Config] = {
   # CI smoke: every stage runs for real on small settings; checks structure and identities.
   "tiny": Config(
-    checkpoint_every=100,
+    checkpoint_every=200,  # = steps: one checkpoint per run (each save costs ≈ 0.5 s)
     construction=Construction(dim=3, num_heads=2, key_size=3, value_size=3, length=8),
     teacher_student=TeacherStudent(
       dim=3,
