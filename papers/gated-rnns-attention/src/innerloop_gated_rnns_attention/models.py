@@ -54,7 +54,8 @@ def reachable_decay(nu: jax.Array, margin: float) -> jax.Array:
 
   σ(ν) alone only approaches 0 and 1, and the students it trains compensate for memories
   that leak (λ ≈ 0.995 forgets 7% over T = 16 steps) with neurons of intermediate λ. This map
-  hits λ = 1 exactly at ν = log((1 + ε)/ε) and λ = 0 at its negative (`decay_bound`).
+  hits λ = 1 exactly at ν = log((1 + ε)/ε) and λ = 0 at its negative (`decay_bound`); in
+  float32 the lower end rounds to λ ≈ 1.4e-9 for ε = 0.005 (a memory of 1e-9 per step).
   """
   return jnp.clip((1.0 + 2.0 * margin) * jax.nn.sigmoid(nu) - margin, 0.0, 1.0)
 
