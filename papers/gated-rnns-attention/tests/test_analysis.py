@@ -108,15 +108,15 @@ def test_project_decay_keeps_nu_in_bounds_and_lets_lambda_leave_the_boundary():
 
   model = GatedLinearRNN(2, 3, 2, 1, key=jax.random.key(0), decay=Decay.CLIPPED)
   params = nnx.state(model)
-  params["nu"].value = jnp.array([0.0, 0.5, 1.0])
+  params["nu"][...] = jnp.array([0.0, 0.5, 1.0])
   sgd, projected = optax.sgd(1.0), optax.chain(optax.sgd(1.0), project_decay(0.0, 1.0))
   grads = jax.tree.map(jnp.ones_like, params)
-  grads["nu"].value = jnp.array([1.0, -0.8, 2.0])  # steps ν to -1, 1.3, -1
+  grads["nu"][...] = jnp.array([1.0, -0.8, 2.0])  # steps ν to -1, 1.3, -1
   updates, _ = projected.update(grads, projected.init(params), params)
   new = optax.apply_updates(params, updates)
-  np.testing.assert_array_equal(np.asarray(new["nu"].value), [0.0, 1.0, 0.0])
+  np.testing.assert_array_equal(np.asarray(new["nu"][...]), [0.0, 1.0, 0.0])
   plain, _ = sgd.update(grads, sgd.init(params), params)
-  np.testing.assert_array_equal(np.asarray(updates["w_in_x"].value), plain["w_in_x"].value)
+  np.testing.assert_array_equal(np.asarray(updates["w_in_x"][...]), plain["w_in_x"][...])
   # On the bound the clip still passes gradient, so λ = 1 or 0 can move back inside.
   nu_grad = jax.grad(lambda nu: jnp.sum(jnp.clip(nu, 0.0, 1.0) * jnp.array([1.0, -1.0])))
   assert np.all(np.asarray(nu_grad(jnp.array([1.0, 0.0]))) != 0.0)
