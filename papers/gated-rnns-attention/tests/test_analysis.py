@@ -97,3 +97,48 @@ def test_bad_sizes_name_the_field(tmp_path):
   ts = dataclasses.replace(cfg.teacher_student, analysis_size=99)
   with pytest.raises(ConfigError, match="teacher_student.analysis_size"):
     experiments.teacher_student(dataclasses.replace(cfg, teacher_student=ts), paths, Deadline(None))
+
+
+def test_project_decay_keeps_nu_in_bounds_and_lets_lambda_leave_the_boundary():
+  import optax
+  from flax import nnx
+
+  from innerloop_core.recurrent import Decay, GatedLinearRNN
+  from innerloop_gated_rnns_attention.models import project_decay
+
+  model = GatedLinearRNN(2, 3, 2, 1, key=jax.random.key(0), decay=Decay.CLIPPED)
+  params = nnx.state(model)
+  params["nu"][...] = jnp.array([0.0, 0.5, 1.0])
+  sgd, projected = optax.sgd(1.0), optax.chain(optax.sgd(1.0), project_decay(0.0, 1.0))
+  grads = jax.tree.map(jnp.ones_like, params)
+  grads["nu"][...] = jnp.array([1.0, -0.8, 2.0])  # steps ν to -1, 1.3, -1
+  updates, _ = projected.update(grads, projected.init(params), params)
+  new = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(np.asarray(new["nu"][...]), [0.0, 1.0, 0.0])
+  plain, _ = sgd.update(grads, sgd.init(params), params)
+  np.testing.assert_array_equal(np.asarray(updates["w_in_x"][...]), plain["w_in_x"][...])
+  # On the bound the clip still passes gradient, so λ = 1 or 0 can move back inside.
+  nu_grad = jax.grad(lambda nu: jnp.sum(jnp.clip(nu, 0.0, 1.0) * jnp.array([1.0, -1.0])))
+  assert np.all(np.asarray(nu_grad(jnp.array([1.0, 0.0]))) != 0.0)
+
+
+def test_reachable_decay_hits_zero_and_one_and_keeps_the_init():
+  from innerloop_core.recurrent import GatedLinearRNN
+  from innerloop_gated_rnns_attention.models import (
+    ReachableGatedRNN,
+    decay_bound,
+    reachable_decay,
+  )
+
+  eps = 0.005
+  b = decay_bound(eps)
+  lam = np.asarray(reachable_decay(jnp.array([-b - 1.0, -b, 0.0, b, b + 1.0]), eps))
+  np.testing.assert_allclose(lam, [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
+  assert lam[0] == 0.0 and lam[-1] == 1.0
+  # Same λ at init as the sigmoid-parametrised parent with the same key.
+  key = jax.random.key(3)
+  reach = ReachableGatedRNN(3, 6, 4, 2, key=key, margin=eps)
+  plain = GatedLinearRNN(3, 6, 4, 2, key=key)
+  np.testing.assert_allclose(np.asarray(reach.lam()), np.asarray(plain.lam()), atol=1e-6)
+  x = jax.random.normal(jax.random.key(4), (2, 5, 3))
+  np.testing.assert_allclose(np.asarray(reach(x)), np.asarray(plain(x)), rtol=1e-4, atol=1e-5)

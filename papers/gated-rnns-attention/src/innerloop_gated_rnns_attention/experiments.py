@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from innerloop_core import config as core_config
 from innerloop_core import runlog
@@ -32,7 +33,7 @@ from innerloop_core.attention import (
   causal_linear_attention_recurrent,
 )
 from innerloop_core.optim import OptimConfig, make_optimizer
-from innerloop_core.recurrent import Gate, GatedCellRNN, GatedLinearRNN, gated_rnn
+from innerloop_core.recurrent import Decay, Gate, GatedCellRNN, GatedLinearRNN, gated_rnn
 from innerloop_core.train import Deadline, LoopConfig, TrainResult, train
 from innerloop_gated_rnns_attention import analysis
 from innerloop_gated_rnns_attention.config import Config, Icl, TeacherStudent
@@ -42,7 +43,12 @@ from innerloop_gated_rnns_attention.construction import (
   lsa_size,
   lsa_to_gated_rnn,
 )
-from innerloop_gated_rnns_attention.models import LRUGLUNet
+from innerloop_gated_rnns_attention.models import (
+  LRUGLUNet,
+  ReachableGatedRNN,
+  decay_bound,
+  project_decay,
+)
 from innerloop_icl_gd import gd
 from innerloop_tasks import regression
 from innerloop_tasks.teacher_student import (
@@ -83,14 +89,21 @@ def _train(
   evaluate: Callable,
   optim: OptimConfig,
   extra: Any = None,
+  project: tuple[float, float] | None = None,
 ) -> TrainResult:
-  """One vmapped-seeds run of `sub` (a TeacherStudent or Icl config) through core's loop."""
+  """One vmapped-seeds run of `sub` (a TeacherStudent or Icl config) through core's loop.
+
+  project: (low, high) bounds the decay parameter ν is projected into after every step.
+  """
+  optimizer = make_optimizer(optim, sub.steps)
+  if project is not None:
+    optimizer = optax.chain(optimizer, project_decay(*project))
   return train(
     name=name,
     init=init,
     sample_batch=sample,
     loss=loss,
-    optimizer=make_optimizer(optim, sub.steps),
+    optimizer=optimizer,
     loop=LoopConfig(sub.steps, sub.eval_every, cfg.checkpoint_every),
     seeds=range(sub.seeds),
     run_dir=paths.runs / name,
@@ -147,7 +160,18 @@ def construction(cfg: Config, paths: Paths) -> dict[str, Any]:
 
 
 def _student(ts: TeacherStudent, n: int, key: jax.Array) -> GatedLinearRNN:
-  return GatedLinearRNN(ts.dim, n, ts.out_gates, ts.dim, key=key, gate=ts.gate, decay=ts.decay)
+  args = (ts.dim, n, ts.out_gates, ts.dim)
+  if ts.decay_margin:
+    return ReachableGatedRNN(*args, key=key, gate=ts.gate, margin=ts.decay_margin)
+  return GatedLinearRNN(*args, key=key, gate=ts.gate, decay=ts.decay)
+
+
+def _student_projection(ts: TeacherStudent) -> tuple[float, float] | None:
+  """Bounds of ν for the students' projected steps (None: ν unbounded, λ = σ(ν))."""
+  if ts.decay_margin:
+    bound = decay_bound(ts.decay_margin)
+    return (-bound, bound)
+  return (0.0, 1.0) if ts.decay is Decay.CLIPPED else None
 
 
 def _analyse_student(model: GatedLinearRNN, ts: TeacherStudent, teacher, val) -> dict[str, Any]:
@@ -203,6 +227,9 @@ def teacher_student_summary(out: dict[str, Any]) -> dict[str, Any]:
   summary: dict[str, Any] = {
     "nmse_at_nstar": at[0]["val_nmse"] if at else None,
     "nmse_above_nstar": [x for v in above for x in v["val_nmse"]] or None,
+    # C3/C4 read at n = n* as well: there the student has no neuron to spare.
+    "bimodal_fraction_at_nstar": [s["bimodal_fraction"] for s in at[0]["seeds"]] if at else None,
+    "pruning_ratio_at_nstar": [s["pruning_ratio"] for s in at[0]["seeds"]] if at else None,
     # Final over initial validation loss, per seed and size: < 1 means training worked.
     "loss_decrease": [
       v["curve"]["value"][s][-1] / v["curve"]["value"][s][0]
@@ -259,6 +286,7 @@ def teacher_student(cfg: Config, paths: Paths, deadline: Deadline) -> dict[str, 
       evaluate=lambda model: {"val_nmse": analysis.normalised_mse(model(val.x), val.y)},
       optim=ts.optim,
       extra=n,
+      project=_student_projection(ts),
     )
     seeds = [_analyse_student(result.model(s), ts, teacher, val) for s in range(len(result.seeds))]
     out["runs"][f"n{n}"] = {
@@ -366,7 +394,15 @@ def _analyse_icl(model, predict, icl: Icl, val, probe, predict_gd, gd_pred) -> d
     out["lam"] = lam.tolist()
     out["group_sizes"] = {k: int(v.size) for k, v in groups.items()}
     out["probe_memory_r2_group"] = float(analysis.probe_r2(act[:, groups["memory"]], mem).mean())
-    out["probe_input_r2_group"] = float(analysis.probe_r2(act[:, groups["memoryless"]], x_t).mean())
+    # x_t is read out (as x_q) only at the query token, the one position the loss trains: at
+    # context positions the memory-less neurons' activity never reaches a trained output, so
+    # the claim probes the query token; every position is kept for reference.
+    low = act[:, groups["memoryless"]].reshape(tokens.shape[0], tokens.shape[1], -1)
+    x_tokens = x_t.reshape(tokens.shape[0], tokens.shape[1], -1)
+    out["probe_input_r2_group"] = float(analysis.probe_r2(low[:, -1], x_tokens[:, -1]).mean())
+    out["probe_input_r2_group_all_positions"] = float(
+      analysis.probe_r2(act[:, groups["memoryless"]], x_t).mean()
+    )
   return out
 
 

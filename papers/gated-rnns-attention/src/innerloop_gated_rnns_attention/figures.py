@@ -50,7 +50,7 @@ def teacher_student(res: dict, paths: PaperPaths) -> None:
     ax.scatter(_logit(s["lam"]), s["influence"], s=12, alpha=0.7, label=f"seed {i}")
   for p in (LAM_LOW, LAM_HIGH):
     ax.axvline(_logit(p), color="#888888", ls=":", lw=1)
-  frac = ", ".join(f"{v:.3f}" for v in analysed["bimodal_fraction"])
+  frac = ", ".join(f"{v:.2f}" for v in analysed["bimodal_fraction"])
   ax.set(
     xlabel="logit λ",
     ylabel="output influence ‖∂y/∂h_i‖",
