@@ -276,7 +276,7 @@ def training_loss(
   if method is Method.LCP_KP:
     # Kolen–Pollack: the feedback copies receive the forward weights' updates (same shapes)
     # and the same weight decay, so their difference decays away.
-    delta = jax.lax.stop_gradient(_local_update(p, x, s, e, u, arch))
+    delta = jax.lax.stop_gradient(local_update(p, x, s, e, u, arch))
     n = len(FEEDBACK_PREFIX)
     copies = [k for k in p if k.startswith(FEEDBACK_PREFIX)]
     kp_term = -sum(jnp.sum(p[k] * delta[k[n:]]) for k in copies)
@@ -300,7 +300,7 @@ def training_loss(
   return surrogate - jax.lax.stop_gradient(surrogate) + jax.lax.stop_gradient(ce)
 
 
-def _local_update(p, x, s, e, u, arch) -> Params:
+def local_update(p, x, s, e, u, arch) -> Params:
   """((∂θ f)ᵀe*, (∂θ dec)ᵀu*) for the forward parameters: one VJP of f and one of dec."""
   return jax.grad(lambda q: -lcp_surrogate(q, x, s, e, u, arch))(forward_params(p))
 
@@ -336,7 +336,7 @@ def lcp_update(
   """The local update Δθ = ((∂θ f)ᵀe*, (∂θ dec)ᵀu*) of the forward parameters (ascent
   direction; compare with −∇θ L)."""
   s, e, u = lcp_state(p, x, labels, cfg, ctrl, grad_cfg, method)
-  return _local_update(p, x, s, e, u, cfg.arch)
+  return local_update(p, x, s, e, u, cfg.arch)
 
 
 def rbp_gradient(p: Params, x, labels, cfg: ModelConfig, grad_cfg: GradConfig) -> Params:
