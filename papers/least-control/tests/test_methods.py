@@ -82,6 +82,19 @@ def test_lf_noise_estimate_approaches_the_mean_jacobian():
     assert rel < 0.2, rel
 
 
+def test_free_start_reaches_the_same_equilibrium_when_it_is_unique():
+  """At initialisation the rnn has one equilibrium: starting the controlled dynamics at the
+  free equilibrium or at rest gives the same controlled equilibrium."""
+  cfg, p, x, y = _small()
+  solver = SolverConfig(tol=1e-7, max_iter=3000, per_leaf=True)
+  rest = M.ControlConfig(solver=solver)
+  free = M.ControlConfig(solver=solver, start=M.ControlStart.FREE)
+  a = M.lcp_update(p, x, y, cfg, rest, M.GradConfig(), M.Method.LCP_DI)
+  b = M.lcp_update(p, x, y, cfg, free, M.GradConfig(), M.Method.LCP_DI)
+  for n in forward_params(p):
+    np.testing.assert_allclose(b[n], a[n], rtol=1e-4, atol=1e-8)
+
+
 def test_ebd_reaches_the_di_equilibrium():
   """EBD's Adam minimisation of E ends near the DI fixed point (same stationarity)."""
   cfg, p, x, y = _small()
@@ -98,6 +111,11 @@ def test_ebd_reaches_the_di_equilibrium():
 
 def test_rows_parse_and_reject_bad_input():
   assert Row.parse("rnn-lcp-di@weak") == Row("rnn-lcp-di@weak", Arch.RNN, M.Method.LCP_DI, True)
+  assert Row.parse("rnn-lcp-di@free").free_start
+  with pytest.raises(ConfigError, match="suffix must be one of"):
+    Row.parse("rnn-lcp-di@strong")
+  with pytest.raises(ConfigError, match="control.start must be one of"):
+    M.ControlConfig(start="middle")
   with pytest.raises(ConfigError, match="method must be one of"):
     Row.parse("rnn-hebb")
   assert Row.parse("conv-ff-lcp-kp").arch is Arch.CONV_FF

@@ -9,7 +9,7 @@ Commands (from the repo root):
 
 Rows are "<arch>-<method>" (arch: ff | rnn; method: bp | rbp | bptt | lcp-di | lcp-kp |
 lcp-lf | lcp-ebd), optionally suffixed "@weak" for the weak-control deviation (k_i/α of
-`weak_control`). Expected run times and numbers: papers/least-control/README.md.
+`weak_control`) or "@free" for controlled dynamics started at the free equilibrium (ours). Expected run times and numbers: papers/least-control/README.md.
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ PROFILES = {
     table=Table(
       hidden=64,
       epochs=20,
-      rows=TABLE1_ROWS + ("rnn-lcp-di@weak", "rnn-lcp-kp@weak", "rnn-lcp-lf@weak"),
+      rows=TABLE1_ROWS
+      + ("rnn-lcp-di@weak", "rnn-lcp-kp@weak", "rnn-lcp-lf@weak", "rnn-lcp-di@free"),
     )
   ),
   # One GPU, user-provided MNIST (Table 1): the reference code's settings at hidden 256.
