@@ -24,17 +24,21 @@ def _small(arch=Arch.RNN, **kw):
 def test_lcp_training_loss_value_is_ce_and_gradient_is_minus_the_update():
   cfg, p, x, y = _small()
   ctrl = M.ControlConfig(solver=SolverConfig(tol=1e-7, max_iter=3000, per_leaf=True))
-  g = jax.grad(M.training_loss)(
-    p, x, y, jax.random.key(0), cfg, M.Method.LCP_DI, ctrl, M.GradConfig()
-  )
-  upd = M.lcp_update(p, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_DI)
+  g, upd = jax.jit(
+    lambda q: (
+      jax.grad(M.training_loss)(
+        q, x, y, jax.random.key(0), cfg, M.Method.LCP_DI, ctrl, M.GradConfig()
+      ),
+      M.lcp_update(q, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_DI),
+    )
+  )(p)
   for n in forward_params(p):
     np.testing.assert_allclose(g[n], -upd[n], rtol=1e-5, atol=1e-9)
   # A small step along the update lowers the loss (the sign is right).
   step = {n: p[n] + 0.5 * upd[n] / jnp.linalg.norm(upd["w"]) for n in forward_params(p)}
   rbp = M.GradConfig(forward=SolverConfig(tol=1e-7, max_iter=3000))
-  before = M.training_loss(p, x, y, None, cfg, M.Method.RBP, ctrl, rbp)
-  after = M.training_loss(step, x, y, None, cfg, M.Method.RBP, ctrl, rbp)
+  loss = jax.jit(lambda q: M.training_loss(q, x, y, None, cfg, M.Method.RBP, ctrl, rbp))
+  before, after = loss(p), loss(step)
   assert float(after) < float(before)
 
 
