@@ -24,17 +24,21 @@ def _small(arch=Arch.RNN, **kw):
 def test_lcp_training_loss_value_is_ce_and_gradient_is_minus_the_update():
   cfg, p, x, y = _small()
   ctrl = M.ControlConfig(solver=SolverConfig(tol=1e-7, max_iter=3000, per_leaf=True))
-  g = jax.grad(M.training_loss)(
-    p, x, y, jax.random.key(0), cfg, M.Method.LCP_DI, ctrl, M.GradConfig()
-  )
-  upd = M.lcp_update(p, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_DI)
+  g, upd = jax.jit(
+    lambda q: (
+      jax.grad(M.training_loss)(
+        q, x, y, jax.random.key(0), cfg, M.Method.LCP_DI, ctrl, M.GradConfig()
+      ),
+      M.lcp_update(q, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_DI),
+    )
+  )(p)
   for n in forward_params(p):
     np.testing.assert_allclose(g[n], -upd[n], rtol=1e-5, atol=1e-9)
   # A small step along the update lowers the loss (the sign is right).
   step = {n: p[n] + 0.5 * upd[n] / jnp.linalg.norm(upd["w"]) for n in forward_params(p)}
   rbp = M.GradConfig(forward=SolverConfig(tol=1e-7, max_iter=3000))
-  before = M.training_loss(p, x, y, None, cfg, M.Method.RBP, ctrl, rbp)
-  after = M.training_loss(step, x, y, None, cfg, M.Method.RBP, ctrl, rbp)
+  loss = jax.jit(lambda q: M.training_loss(q, x, y, None, cfg, M.Method.RBP, ctrl, rbp))
+  before, after = loss(p), loss(step)
   assert float(after) < float(before)
 
 
@@ -82,6 +86,19 @@ def test_lf_noise_estimate_approaches_the_mean_jacobian():
     assert rel < 0.2, rel
 
 
+def test_free_start_reaches_the_same_equilibrium_when_it_is_unique():
+  """At initialisation the rnn has one equilibrium: starting the controlled dynamics at the
+  free equilibrium or at rest gives the same controlled equilibrium."""
+  cfg, p, x, y = _small()
+  solver = SolverConfig(tol=1e-7, max_iter=3000, per_leaf=True)
+  rest = M.ControlConfig(solver=solver)
+  free = M.ControlConfig(solver=solver, start=M.ControlStart.FREE)
+  a = M.lcp_update(p, x, y, cfg, rest, M.GradConfig(), M.Method.LCP_DI)
+  b = M.lcp_update(p, x, y, cfg, free, M.GradConfig(), M.Method.LCP_DI)
+  for n in forward_params(p):
+    np.testing.assert_allclose(b[n], a[n], rtol=1e-4, atol=1e-8)
+
+
 def test_ebd_reaches_the_di_equilibrium():
   """EBD's Adam minimisation of E ends near the DI fixed point (same stationarity)."""
   cfg, p, x, y = _small()
@@ -98,6 +115,11 @@ def test_ebd_reaches_the_di_equilibrium():
 
 def test_rows_parse_and_reject_bad_input():
   assert Row.parse("rnn-lcp-di@weak") == Row("rnn-lcp-di@weak", Arch.RNN, M.Method.LCP_DI, True)
+  assert Row.parse("rnn-lcp-di@free").free_start
+  with pytest.raises(ConfigError, match="suffix must be one of"):
+    Row.parse("rnn-lcp-di@strong")
+  with pytest.raises(ConfigError, match="control.start must be one of"):
+    M.ControlConfig(start="middle")
   with pytest.raises(ConfigError, match="method must be one of"):
     Row.parse("rnn-hebb")
   assert Row.parse("conv-ff-lcp-kp").arch is Arch.CONV_FF

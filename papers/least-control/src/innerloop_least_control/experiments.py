@@ -33,6 +33,7 @@ from innerloop_least_control.model import (
   accuracy,
   decoder,
   free_equilibrium,
+  free_equilibrium_from,
   init_params,
   mean_cross_entropy,
   params_of,
@@ -53,12 +54,15 @@ class Row:
   arch: Arch
   method: M.Method
   weak: bool
+  free_start: bool = False  # "@free": controlled dynamics start at the free equilibrium (ours)
 
   @classmethod
   def parse(cls, text: str) -> "Row":
     base, _, suffix = text.partition("@")
-    if suffix not in ("", "weak"):
-      raise core_config.ConfigError(f"table.rows: {text!r}: the only suffix is '@weak'")
+    if suffix not in ("", "weak", "free"):
+      raise core_config.ConfigError(
+        f"table.rows: {text!r}: the suffix must be one of '@weak', '@free'"
+      )
     # The longest arch name that prefixes the row ("conv-ff-bp" is conv-ff, not ff).
     arch_text = max(
       (a.value for a in Arch if base.startswith(a.value + "-")), key=len, default=base
@@ -69,8 +73,8 @@ class Row:
     if method is M.Method.BP and arch is Arch.RNN:
       raise core_config.ConfigError(f"table.rows: {text!r}: bp needs a feedforward arch (use rbp)")
     if suffix and not method.is_lcp:
-      raise core_config.ConfigError(f"table.rows: {text!r}: '@weak' applies to lcp methods")
-    return cls(text, arch, method, bool(suffix))
+      raise core_config.ConfigError(f"table.rows: {text!r}: '@{suffix}' applies to lcp methods")
+    return cls(text, arch, method, suffix == "weak", suffix == "free")
 
 
 def load_dataset(table: Table, root: pathlib.Path | None = None) -> images.Dataset:
@@ -89,6 +93,8 @@ def load_dataset(table: Table, root: pathlib.Path | None = None) -> images.Datas
 def row_control(table: Table, row: Row) -> M.ControlConfig:
   if row.weak:
     return table.weak_control
+  if row.free_start:
+    return dataclasses.replace(table.control, start=M.ControlStart.FREE)
   if row.method is M.Method.LCP_EBD:
     return table.ff_ebd if row.arch is Arch.FF else table.rnn_ebd
   return table.control
@@ -168,11 +174,23 @@ def train_row(
       "test_loss": mean_cross_entropy(logits, y),
       "free_iterations": iters,
     }
+    xb, yb = x[: table.batch_size], y[: table.batch_size]
     if row.method.is_lcp:
       # Least-control objective on the first test batch: H = ½‖ψ*‖² (mean over examples).
-      xb, yb = x[: table.batch_size], y[: table.batch_size]
       s, e, u = M.lcp_state(p, xb, yb, model_cfg, ctrl, table.grad, row.method)
       out["control_energy"] = 0.5 * (jnp.sum(e**2) + jnp.sum(u**2)) / xb.shape[0]
+    if row.arch is Arch.RNN:
+      # Multi-stability probe (labels used for diagnosis only): relax the free dynamics from
+      # the official (strong, from rest) DI controlled equilibrium of the first test batch and
+      # compare with the free solve from v = 0 that evaluation uses. A different end point
+      # means the control steered the example onto another free equilibrium.
+      if not (row.method is M.Method.LCP_DI and ctrl == table.control):  # else: s from above
+        s, _, _ = M.lcp_state(p, xb, yb, model_cfg, table.control, table.grad, M.Method.LCP_DI)
+      v_ctrl = free_equilibrium_from(p, xb, s.v, model_cfg, table.eval_solver).value
+      v_zero = v[: table.batch_size]
+      gap = jnp.linalg.norm(v_ctrl - v_zero, axis=1) / (1e-5 + jnp.linalg.norm(v_zero, axis=1))
+      out["branch_mismatch"] = 100.0 * jnp.mean(gap > 1e-2)
+      out["acc_from_controlled"] = 100.0 * accuracy(decoder(p, v_ctrl), yb)
     return out
 
   # The row's own settings: adding or removing other rows keeps this row's checkpoints valid.
@@ -197,6 +215,7 @@ def train_row(
     "arch": row.arch.value,
     "method": row.method.value,
     "weak_control": row.weak,
+    "free_start": row.free_start,
     "control": core_config.to_dict(ctrl) if row.method.is_lcp else None,
     "final_test_acc": res.final("test_acc"),
     "final_test_loss": res.final("test_loss"),
@@ -210,6 +229,9 @@ def train_row(
     "wall_time_s": round(res.wall_time_s, 1),
     "num_steps": num_steps,
   }
+  if row.arch is Arch.RNN:
+    entry["branch_mismatch"] = res.final("branch_mismatch")
+    entry["acc_from_controlled"] = res.final("acc_from_controlled")
   if row.method.is_lcp:
     entry["control_energy"] = {
       "initial": hist[0]["control_energy"],
@@ -217,7 +239,12 @@ def train_row(
       "initial_mean": float(np.mean(hist[0]["control_energy"])),
       "final_mean": float(np.mean(hist[-1]["control_energy"])),
     }
-  if res.seeds and row.method is M.Method.LCP_DI and row.arch is Arch.RNN and not row.weak:
+  if (
+    res.seeds
+    and row.method is M.Method.LCP_DI
+    and row.arch is Arch.RNN
+    and row.name == "rnn-lcp-di"
+  ):
     entry["_trained_params_seed0"] = res.model(0)
   return entry
 
@@ -281,18 +308,33 @@ def alignment(cfg: Config, paths: Paths, ds: images.Dataset, trained_model=None)
   if trained_model is not None:
     models["trained"] = {n: v for n, v in params_of(trained_model).items()}
   out: dict[str, Any] = {"strengths": list(al.strengths), "curves": {}}
+  # One compiled program per strength, shared by the models (same shapes): compiling dominates.
+  neg_rbp = jax.jit(
+    lambda q: jax.tree.map(jnp.negative, M.rbp_gradient(q, x, y, model_cfg, grad_cfg))
+  )
+
+  def point(ctrl: M.ControlConfig):
+    @jax.jit
+    def run(q, neg):
+      s, sol = M.controlled_equilibrium(q, x, y, model_cfg, ctrl, M.Method.LCP_DI)
+      u = ctrl.k_i * s.u_i - ctrl.k_p * M.output_error(s.y, y)
+      upd = M.local_update(q, x, s, s.e, u, model_cfg.arch)
+      return M.cosine(upd, neg), sol.iterations, sol.residual
+
+    return run
+
+  runs = []
+  for s in al.strengths:
+    alpha, k_i = (1.0 / s, 1.0) if s >= 1 else (1.0, s)
+    runs.append(point(M.ControlConfig(alpha=alpha, k_i=k_i, solver=al.solver)))
   for label, p in models.items():
-    rbp = M.rbp_gradient(p, x, y, model_cfg, grad_cfg)
-    neg = jax.tree.map(jnp.negative, rbp)
+    neg = neg_rbp(p)
     cos, iters, resid = [], [], []
-    for s in al.strengths:
-      alpha, k_i = (1.0 / s, 1.0) if s >= 1 else (1.0, s)
-      ctrl = M.ControlConfig(alpha=alpha, k_i=k_i, solver=al.solver)
-      upd = M.lcp_update(p, x, y, model_cfg, ctrl, grad_cfg, M.Method.LCP_DI)
-      cos.append(float(M.cosine(upd, neg)))
-      _, sol = M.controlled_equilibrium(p, x, y, model_cfg, ctrl, M.Method.LCP_DI)
-      iters.append(int(sol.iterations))
-      resid.append(float(sol.residual))
+    for run in runs:
+      c, it, r = run(p, neg)
+      cos.append(float(c))
+      iters.append(int(it))
+      resid.append(float(r))
     out["curves"][label] = {"cosine": cos, "iterations": iters, "residual": resid}
   out["weak_limit_cosine"] = {k: v["cosine"][0] for k, v in out["curves"].items()}
   runlog.write_json(paths.results / "alignment.json", out)

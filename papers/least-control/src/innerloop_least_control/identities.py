@@ -73,20 +73,21 @@ def rbp_vs_bptt(setup: Setup = Setup(), steps: int = 200) -> float:
   """Relative difference of the RBP gradient and autodiff through `steps` Picard steps."""
   cfg, p, x, y = _problem(setup, Arch.RNN)
   tight = M.GradConfig(forward=TIGHT, backward=TIGHT)
-  rbp = M.rbp_gradient(p, x, y, cfg, tight)
+  rbp = jax.jit(lambda q: M.rbp_gradient(q, x, y, cfg, tight))(p)
 
   def bptt_loss(q):
     v = unrolled(lambda v: implicit_map(q, x, v, cfg.arch), zero_state(x, cfg), steps)
     return mean_cross_entropy(decoder(q, v), y)
 
-  bptt = jax.grad(bptt_loss)(forward_params(p))
+  bptt = jax.jit(jax.grad(bptt_loss))(forward_params(p))
   return _rel(rbp, bptt)
 
 
 def bp_vs_rbp_ff(setup: Setup = Setup()) -> float:
   """ff: autodiff through the 3-step forward pass vs recurrent backprop (2-step convergence)."""
   cfg, p, x, y = _problem(setup, Arch.FF)
-  rbp = M.rbp_gradient(p, x, y, cfg, M.GradConfig(forward=TIGHT, backward=TIGHT))
+  tight = M.GradConfig(forward=TIGHT, backward=TIGHT)
+  rbp = jax.jit(lambda q: M.rbp_gradient(q, x, y, cfg, tight))(p)
   bp = jax.grad(lambda q: mean_cross_entropy(decoder(q, unrolled_forward(q, x, cfg)), y))(
     forward_params(p)
   )
@@ -129,7 +130,8 @@ def least_control_theorem(setup: Setup = Setup(), eps: float = 1e-5, directions:
     return M.energy(q, x, y, s.v, s.y, cfg.arch, ctrl.alpha)
 
   h_jit = jax.jit(h_of)
-  grad_h = jax.tree.map(jnp.negative, M.lcp_update(fwd, x, y, cfg, ctrl, grad_cfg, M.Method.LCP_DI))
+  update = jax.jit(lambda q: M.lcp_update(q, x, y, cfg, ctrl, grad_cfg, M.Method.LCP_DI))
+  grad_h = jax.tree.map(jnp.negative, update(fwd))
   keys = jax.random.split(jax.random.key(setup.seed + 7), directions)
   fd, an = [], []
   for k in keys:
@@ -151,9 +153,13 @@ def weak_control_cosine(setup: Setup = Setup(), k_i: float = 1e-3, alpha: float 
   cfg, p, x, y = _problem(setup, Arch.RNN)
   ctrl = M.ControlConfig(alpha=alpha, k_i=k_i, solver=TIGHT)
   tight = M.GradConfig(forward=TIGHT, backward=TIGHT)
-  update = M.lcp_update(p, x, y, cfg, ctrl, tight, M.Method.LCP_DI)
-  rbp = M.rbp_gradient(p, x, y, cfg, tight)
-  return float(M.cosine(update, jax.tree.map(jnp.negative, rbp)))
+
+  @jax.jit
+  def cos(q):
+    update = M.lcp_update(q, x, y, cfg, ctrl, tight, M.Method.LCP_DI)
+    return M.cosine(update, jax.tree.map(jnp.negative, M.rbp_gradient(q, x, y, cfg, tight)))
+
+  return float(cos(p))
 
 
 def weak_control_literal(setup: Setup = Setup()) -> dict:
@@ -196,8 +202,8 @@ def local_update_vs_explicit(setup: Setup = Setup()) -> float:
   ΔD = Σ_b u*_b tanh(v*_b)ᵀ, Δc = Σ_b u*_b. Returns the relative difference."""
   cfg, p, x, y = _problem(setup, Arch.RNN)
   ctrl = M.ControlConfig(alpha=setup.alpha, solver=TIGHT)
-  vjp_form = M.lcp_update(p, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_DI)
-  s, e, u = M.lcp_state(p, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_DI)
+  s, e, u = jax.jit(lambda q: M.lcp_state(q, x, y, cfg, ctrl, M.GradConfig(), M.Method.LCP_DI))(p)
+  vjp_form = M.local_update(p, x, s, e, u, cfg.arch)
   r = jnp.tanh(s.v)
   explicit = {
     "u": e.T @ x,

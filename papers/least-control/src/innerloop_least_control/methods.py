@@ -67,6 +67,15 @@ class Method(enum.Enum):
     return self.value.startswith("lcp")
 
 
+class ControlStart(enum.Enum):
+  """Where the controlled dynamics start: at rest (v = y = u_i = e = 0, the reference code) or
+  at the free equilibrium (v°, dec(v°), 0, 0), the point the least-control problem measures
+  the control from (ours: a labelled deviation, see README)."""
+
+  REST = "rest"
+  FREE = "free"
+
+
 @dataclasses.dataclass(frozen=True)
 class ControlConfig:
   alpha: float = 0.1  # leak of the integral controller
@@ -81,8 +90,10 @@ class ControlConfig:
   lf_noise: float = 0.01  # σ of the perturbations that estimate q
   lf_rate: float = 0.05  # q <- q + rate·(ΔQ_noise − q − lf_wd·q) per training step (ours)
   lf_wd: float = 0.01
+  start: ControlStart = ControlStart.REST
 
   def __post_init__(self):
+    object.__setattr__(self, "start", parse_enum(self.start, ControlStart, "control.start"))
     if self.alpha <= 0 or self.tau_u <= 0:
       raise ConfigError(f"control.alpha and control.tau_u must be > 0, got {self}")
 
@@ -223,7 +234,13 @@ def lcp_state(
   if method is Method.LCP_EBD:
     s = ebd_minimize(p, x, labels, cfg, ctrl, grad_cfg)
     return s, s.e, ctrl.k_i * s.u_i
-  s, _ = controlled_equilibrium(p, x, labels, cfg, ctrl, method)
+  start = None
+  if ctrl.start is ControlStart.FREE:
+    free = SolverConfig(ctrl.solver.solver, ctrl.solver.tol, ctrl.solver.max_iter)
+    v0 = solve(lambda v: implicit_map(p, x, v, cfg.arch), zero_state(x, cfg), free).value
+    zc = jnp.zeros((x.shape[0], cfg.num_classes), x.dtype)
+    start = Controlled(v0, decoder(p, v0), zc, jnp.zeros_like(v0))
+  s, _ = controlled_equilibrium(p, x, labels, cfg, ctrl, method, start)
   # The control actually applied at the equilibrium (the state's e and u = k_i u_i − k_p dL/dy).
   u = ctrl.k_i * s.u_i - ctrl.k_p * output_error(s.y, labels)
   e = s.e
@@ -276,7 +293,7 @@ def training_loss(
   if method is Method.LCP_KP:
     # Kolen–Pollack: the feedback copies receive the forward weights' updates (same shapes)
     # and the same weight decay, so their difference decays away.
-    delta = jax.lax.stop_gradient(_local_update(p, x, s, e, u, arch))
+    delta = jax.lax.stop_gradient(local_update(p, x, s, e, u, arch))
     n = len(FEEDBACK_PREFIX)
     copies = [k for k in p if k.startswith(FEEDBACK_PREFIX)]
     kp_term = -sum(jnp.sum(p[k] * delta[k[n:]]) for k in copies)
@@ -300,7 +317,7 @@ def training_loss(
   return surrogate - jax.lax.stop_gradient(surrogate) + jax.lax.stop_gradient(ce)
 
 
-def _local_update(p, x, s, e, u, arch) -> Params:
+def local_update(p, x, s, e, u, arch) -> Params:
   """((∂θ f)ᵀe*, (∂θ dec)ᵀu*) for the forward parameters: one VJP of f and one of dec."""
   return jax.grad(lambda q: -lcp_surrogate(q, x, s, e, u, arch))(forward_params(p))
 
@@ -336,7 +353,7 @@ def lcp_update(
   """The local update Δθ = ((∂θ f)ᵀe*, (∂θ dec)ᵀu*) of the forward parameters (ascent
   direction; compare with −∇θ L)."""
   s, e, u = lcp_state(p, x, labels, cfg, ctrl, grad_cfg, method)
-  return _local_update(p, x, s, e, u, cfg.arch)
+  return local_update(p, x, s, e, u, cfg.arch)
 
 
 def rbp_gradient(p: Params, x, labels, cfg: ModelConfig, grad_cfg: GradConfig) -> Params:

@@ -92,10 +92,12 @@ class EquilibriumNet(nnx.Module):
   def __init__(self, cfg: ModelConfig, key: jax.Array):
     p, fed_back, fb_keys = _forward_init(cfg, key)
     if cfg.kp_feedback:
-      # Independent random feedback, rescaled to the forward weights' norms ("norm-normalised").
+      # Independent random feedback, "norm-normalised" as in the reference code: each copy
+      # divided by its own Frobenius norm (unit norm, not the forward weight's norm: at hidden
+      # 64 that is ~5x smaller than W, so the e-loop σ'(v)⊙(F e) starts strongly contractive).
       for name, k in zip(fed_back, fb_keys):
         fb = jax.random.normal(k, p[name].shape)
-        p[FEEDBACK_PREFIX + name] = fb * jnp.linalg.norm(p[name]) / jnp.linalg.norm(fb)
+        p[FEEDBACK_PREFIX + name] = fb / jnp.linalg.norm(fb)
     if cfg.linear_feedback:
       p[BUFFER] = jnp.zeros((cfg.num_classes, cfg.state_size), jnp.float32)
     for name, value in p.items():
@@ -143,6 +145,14 @@ def zero_state(x: jax.Array, cfg: ModelConfig) -> jax.Array:
 def free_equilibrium(p: Params, x: jax.Array, cfg: ModelConfig, solver: SolverConfig) -> Solution:
   """v° = f(x, v°) from v = 0 (not differentiable; see methods for gradients)."""
   return solve(lambda v: implicit_map(p, x, v, cfg.arch), zero_state(x, cfg), solver)
+
+
+def free_equilibrium_from(
+  p: Params, x: jax.Array, v0: jax.Array, cfg: ModelConfig, solver: SolverConfig
+) -> Solution:
+  """The free dynamics relaxed from v0 (B, N) instead of rest: which equilibrium it reaches
+  tells whether the network is multi-stable at x."""
+  return solve(lambda v: implicit_map(p, x, v, cfg.arch), v0, solver)
 
 
 def unrolled_forward(p: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
