@@ -222,3 +222,23 @@ def test_data_argument_equals_closed_over_data(tmp_path):
   )
   np.testing.assert_allclose(as_arg.final("mse"), closed.final("mse"), rtol=1e-6)
   assert as_arg.final("mse")[0] < as_arg.history[0]["mse"][0] / 2
+
+
+def test_cached_json_computes_once_per_key(tmp_path):
+  from innerloop_core.runlog import cached_json
+
+  calls = []
+
+  def compute():
+    calls.append(1)
+    return {"alpha": np.float32(0.1) * np.arange(3, dtype=np.float32)}
+
+  path = tmp_path / "fit.json"
+  first = cached_json(path, {"config": "abc", "depth": 2}, compute)
+  again = cached_json(path, {"config": "abc", "depth": 2}, compute)
+  assert len(calls) == 1 and again == first
+  # float32 values survive the JSON round trip exactly.
+  assert np.array_equal(np.asarray(again["alpha"], np.float32), compute()["alpha"])
+  calls.clear()
+  cached_json(path, {"config": "other", "depth": 2}, compute)
+  assert len(calls) == 1  # another key recomputes

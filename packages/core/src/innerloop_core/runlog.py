@@ -15,7 +15,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,24 @@ def write_json(path: str | pathlib.Path, data: Any) -> None:
 
 def read_json(path: str | pathlib.Path) -> Any:
   return json.loads(pathlib.Path(path).read_text())
+
+
+def cached_json(path: str | pathlib.Path, key: Any, compute: Callable[[], Any]) -> Any:
+  """`compute()` once per `key`: its JSON result is kept at `path` beside the key and read back
+  while the key is the same; a file written under another key is recomputed and replaced.
+
+  Why: work a train stage does before its training loops (solver fits, generated data) must not
+  be redone by every resumed slice of a time-budgeted run.
+  """
+  path = pathlib.Path(path)
+  key = _jsonable(key)
+  if path.is_file():
+    stored = read_json(path)
+    if stored.get("key") == key:
+      return stored["value"]
+  value = _jsonable(compute())
+  write_json(path, {"key": key, "value": value})
+  return value
 
 
 def write_jsonl(path: str | pathlib.Path, rows: Iterable[Mapping[str, Any]]) -> None:

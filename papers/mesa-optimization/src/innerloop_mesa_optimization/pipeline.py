@@ -6,12 +6,14 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from innerloop_core import runlog
+from innerloop_core.config import fingerprint
 from innerloop_core.cli import PaperPaths
 from innerloop_core.train import Deadline
-from innerloop_mesa_optimization import experiments
+from innerloop_mesa_optimization import experiments, solvers
 from innerloop_mesa_optimization.config import LSA_DEPTHS, RUNS, SEQ_RUNS, Config
 
 _T0 = time.perf_counter()
@@ -26,14 +28,23 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
   probe_depth = cfg.probe_chebyshev_steps + 1
   coeffs, fits = {}, {}
   for depth in sorted(set(cfg.prop2_depths) | {probe_depth}):
-    c, history = experiments.fit_prop2(cfg, depth, jax.random.key(7000 + depth))
-    coeffs[depth] = c
-    fits[str(depth)] = {
-      "alpha": np.asarray(c.alpha).tolist(),
-      "beta": np.asarray(c.beta).tolist(),
-      "fit_loss_first": history[0] if history else None,
-      "fit_loss_last": float(np.mean(history[-20:])) if history else None,
-    }
+
+    def fit(depth=depth):
+      c, history = experiments.fit_prop2(cfg, depth, jax.random.key(7000 + depth))
+      return {
+        "alpha": np.asarray(c.alpha).tolist(),
+        "beta": np.asarray(c.beta).tolist(),
+        "fit_loss_first": history[0] if history else None,
+        "fit_loss_last": float(np.mean(history[-20:])) if history else None,
+      }
+
+    # Fitted once per config: a resumed slice reads the fit back instead of refitting.
+    key = {"config": fingerprint(cfg), "depth": depth}
+    fits[str(depth)] = runlog.cached_json(paths.runs / f"prop2_fit_{depth}.json", key, fit)
+    coeffs[depth] = solvers.Chebyshev(
+      jnp.asarray(fits[str(depth)]["alpha"], jnp.float32),
+      jnp.asarray(fits[str(depth)]["beta"], jnp.float32),
+    )
     _log(f"Prop-2({depth}) fitted: α {fits[str(depth)]['alpha']} β {fits[str(depth)]['beta']}")
   runlog.write_json(paths.results / "prop2_fit.json", fits)
 
