@@ -33,7 +33,7 @@ Naming: these are the paper's keys and values (k = regression input, v = target)
 authors' code swaps the names (its ``v_proj`` makes the regression input and its ``k_proj``
 the target); a port of their weights must swap w_k and w_v.
 
-AUTO rule (``_auto_impl``): SCAN_REVERSE on every backend. Measured with
+AUTO rule (``_auto_impl``): SCAN_REVERSE on CPU, GRAM_SOLVE on an accelerator. Measured with
 ``benchmarks/mesa_layer.py --reps 5`` under the CPU lock (jax 0.10.2, 2-core CPU, load
 average 1.8 at the start, 3.5 at the end; float32, H = 4, K = V = 20, D = 40; gradients of
 all six inputs of ``mesa_layer``; ms per fwd+bwd, median; error = max relative gradient error
@@ -52,10 +52,13 @@ rerun), but the scans' gradients lose digits with T: at T = 1024 λ's gradient (
 with cancellation) is off by 4e-4 (SCAN) and 1e-3 (SCAN_REVERSE), and SCAN_REVERSE's rebuilt
 R_t add ~5e-4 to the gradient of e (per-input errors in a B = 8 rerun, SCAN_REVERSE: 5e-4,
 6e-5, 3e-4, 1e-6, 1e-6, 1e-3 for e, W_q, W_k, W_v, W_p, λ). GRAM_SOLVE stays at ~1e-6, so
-it is the choice when gradient accuracy at long T matters more than speed. On GPU nothing
-was measured (no accelerator was available): AUTO keeps SCAN_REVERSE, the configuration the
-authors trained with; rerun the benchmark there and change ``_auto_impl`` if GRAM_SOLVE's
-parallelism wins.
+it is the choice when gradient accuracy at long T matters more than speed.
+On GPU (``--quick``, jax 0.11.2, one NVIDIA H200, 2026-11-26; the lease ended before the
+larger sizes ran) at B = 64, T = 50: SCAN 1.9 ms, SCAN_REVERSE 1.6 ms, GRAM_SOLVE 0.6 ms per
+fwd+bwd. There the T sequential steps of a scan are kernel launches on an idle chip, and the
+parallel form is 2.7x faster, so AUTO takes GRAM_SOLVE. Every implementation's gradient error
+there is ~1e-2, not the CPU's 1e-4..1e-6, as expected if float32 products run as TF32 (JAX's
+default matmul precision on that chip; not isolated in that run); the exactness tests run on CPU.
 """
 
 from __future__ import annotations
@@ -92,9 +95,7 @@ def _auto_impl(backend: str, num_tokens: int) -> MesaImpl:
   del num_tokens
   if backend == "cpu":
     return MesaImpl.SCAN_REVERSE  # fastest at every measured size (module docstring)
-  # Not measured on an accelerator (none was available): the authors' configs ran the
-  # custom-VJP scan on GPU, so it is the known-good choice there too.
-  return MesaImpl.SCAN_REVERSE
+  return MesaImpl.GRAM_SOLVE  # 2.7x faster than SCAN_REVERSE on an H200 at T = 50 (docstring)
 
 
 def _as_impl(value) -> MesaImpl:

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from innerloop_core import runlog
-from innerloop_core.config import fingerprint
 from innerloop_core.cli import PaperPaths
+from innerloop_core.config import fingerprint
 from innerloop_core.train import Deadline
 from innerloop_mesa_optimization import experiments, solvers
 from innerloop_mesa_optimization.config import LSA_DEPTHS, RUNS, SEQ_RUNS, Config

@@ -169,7 +169,6 @@ def exactness(cfg: Config, paths: Paths) -> dict:
       out["encoder_bptt_max_abs"] = float(np.abs(bptt["encoder/kernel"]).max())
   out["o2_max_rel_all"] = max(out["o2_max_rel"].values())
   out["o3_max_abs_all"] = max(out["o3_max_abs"].values())
-  runlog.write_json(paths.results / "exactness.json", out)
   log(f"exactness: {out['o1_max_rel']=:.2e} {out['o2_max_rel']} {out['o3_max_abs_all']=}")
   return out
 
@@ -219,7 +218,6 @@ def alignment_vs_depth(cfg: Config, paths: Paths) -> dict:
     "definition": "cosine and norm ratio of the online gradient vs BPTT's over all parameters,"
     " at initialisation, one copy batch per seed; cosine_without_encoder: all but the encoder",
   }
-  runlog.write_json(paths.results / "alignment.json", out)
   return out
 
 

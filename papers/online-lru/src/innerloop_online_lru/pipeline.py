@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from innerloop_core import runlog
 from innerloop_core.cli import PaperPaths
+from innerloop_core.config import fingerprint
 from innerloop_core.train import Deadline
 from innerloop_online_lru import experiments
 from innerloop_online_lru.config import Config
@@ -13,10 +15,17 @@ CLASSIFY = ("listops", "digits", "lra_listops", "lra_imdb", "lra_scifar", "table
 def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
   run_paths = experiments.Paths(results=paths.results, runs=paths.runs, root=paths.root)
   paths.results.mkdir(parents=True, exist_ok=True)
-  if cfg.exactness.enabled:
-    experiments.exactness(cfg, run_paths)
-  if cfg.alignment.enabled:
-    experiments.alignment_vs_depth(cfg, run_paths)
+  for name, measure in (
+    ("exactness", experiments.exactness),
+    ("alignment", experiments.alignment_vs_depth),
+  ):
+    if getattr(cfg, name).enabled:
+      # Measured once per config (minutes at full size): resumed slices read it back.
+      key = {"config": fingerprint(getattr(cfg, name))}
+      out = runlog.cached_json(
+        paths.runs / f"{name}.json", key, lambda m=measure: m(cfg, run_paths)
+      )
+      runlog.write_json(paths.results / f"{name}.json", out)
   for name in ("copy", "copy_dense"):
     exp = getattr(cfg, name)
     if exp.enabled:
