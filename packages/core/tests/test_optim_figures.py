@@ -1,11 +1,20 @@
 """Optimizer chains (both clippings) and deterministic figure files."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from innerloop_core import figures
-from innerloop_core.optim import OptimConfig, OptimizerName, Schedule, make_optimizer
+from innerloop_core.optim import (
+  OptimConfig,
+  OptimizerName,
+  Schedule,
+  learning_rate_schedule,
+  make_optimizer,
+)
 
 
 def _first_update(cfg, grads):
@@ -74,3 +83,14 @@ def test_savefig_is_deterministic(tmp_path):
   c = _figure(tmp_path / "c.png", data * 2).read_bytes()
   assert a == b and a != c
   assert a[:8] == b"\x89PNG\r\n\x1a\n" and b"matplotlib" not in a.lower()
+
+
+@pytest.mark.parametrize("schedule", [Schedule.COSINE, Schedule.WARMUP_COSINE])
+def test_cosine_schedules_end_at_the_final_fraction(schedule):
+  cfg = OptimConfig(learning_rate=4e-4, schedule=schedule, warmup_steps=10, final_lr_fraction=0.025)
+  lr = learning_rate_schedule(cfg, 100)
+  assert float(lr(100)) == pytest.approx(1e-5, rel=1e-6)
+  peak = 10 if schedule is Schedule.WARMUP_COSINE else 0
+  assert float(lr(peak)) == pytest.approx(4e-4, rel=1e-6)
+  default = learning_rate_schedule(dataclasses.replace(cfg, final_lr_fraction=0.0), 100)
+  assert float(default(100)) == pytest.approx(0.0, abs=1e-12)

@@ -23,7 +23,7 @@ class OptimizerName(enum.Enum):
 class Schedule(enum.Enum):
   CONSTANT = "constant"
   COSINE = "cosine"  # cosine decay to final_lr_fraction·lr (default 0) over the run
-  WARMUP_COSINE = "warmup_cosine"  # linear warm-up, then cosine decay to 0
+  WARMUP_COSINE = "warmup_cosine"  # linear warm-up, then cosine decay to final_lr_fraction·lr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,7 @@ class OptimConfig:
   warmup_steps: int = 0
   clip_global_norm: float | None = None
   clip_elementwise: float | None = None
-  # COSINE only: the learning rate ends at this fraction. Added after runs existed, so it
+  # COSINE and WARMUP_COSINE: the learning rate ends at this fraction of its peak. Added after runs existed, so it
   # stays out of checkpoint fingerprints at its default.
   final_lr_fraction: float = added_field(0.0)
 
@@ -51,7 +51,11 @@ def learning_rate_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
     )
   if cfg.schedule is Schedule.WARMUP_COSINE:
     return optax.warmup_cosine_decay_schedule(
-      0.0, cfg.learning_rate, cfg.warmup_steps, max(num_steps, cfg.warmup_steps + 1)
+      0.0,
+      cfg.learning_rate,
+      cfg.warmup_steps,
+      max(num_steps, cfg.warmup_steps + 1),
+      end_value=cfg.learning_rate * cfg.final_lr_fraction,
     )
   raise ConfigError(
     f"optim.schedule: {cfg.schedule!r}; allowed: {', '.join(s.value for s in Schedule)}"

@@ -247,7 +247,7 @@ PROFILES: dict[str, Config] = {
     fig3a=Experiment(model=Model(num_layers=2), gd_steps=2, ood=True, **_TINY_EXP),
     ood=Ood(input_scales=(0.5, 1.0, 2.0), target_scales=(1.0, 3.0)),
     dampening=Dampening(rollout_steps=10),
-    gamma_vs_n=GammaVsN(num_contexts=(10, 25), eigen_tasks=1000, steps=600, batch_size=512),
+    gamma_vs_n=GammaVsN(num_contexts=(10, 25), eigen_tasks=1000, steps=200, batch_size=256),
     sine=Sine(steps=200, batch_size=128, eval_every=100, alignment_tasks=200),
     standard=StandardTokens(steps=200, batch_size=128, eval_every=100, sensitivity_tasks=64),
   ),

@@ -330,6 +330,7 @@ def train_seq_run(
       weight_decay=run.weight_decay,
       schedule=Schedule.WARMUP_COSINE,
       warmup_steps=run.warmup_steps,
+      final_lr_fraction=run.final_learning_rate / run.learning_rate,
       clip_elementwise=run.grad_clip_elementwise,
     ),
     run.steps,

@@ -39,7 +39,8 @@ class SeqRun:
   seeds: int = 1
   batch_size: int = 256
   learning_rate: float = 8e-4
-  warmup_steps: int = 1000  # then cosine decay to 0 at `steps` (the authors decay to 1e-5)
+  warmup_steps: int = 1000  # then cosine decay to `final_learning_rate` at `steps`
+  final_learning_rate: float = 1e-5  # the authors' end value (sheet §3.2)
   weight_decay: float = 0.05
   grad_clip_elementwise: float = 1.0
   eval_every: int = 500
