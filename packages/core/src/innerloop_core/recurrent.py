@@ -179,8 +179,12 @@ def _lstm_step(params, carry, x_t):
   return (h, c), (h, c)
 
 
-def _gru_step(params, h, x_t):
-  """One GRU step (Cho et al. 2014, reset applied before the recurrent matmul). h [B, N]."""
+def gru_step(params, h, x_t):
+  """One GRU step (Cho et al. 2014, reset applied before the recurrent matmul).
+
+  params (w_x [D, 3N], w_h [N, 3N], bias [3N]) in gate order (z, r, n); h [B, N], x_t [B, D].
+  Returns (h_t, h_t) for `lax.scan`.
+  """
   w_x, w_h, bias = params
   n = h.shape[-1]
   ux = x_t @ w_x + bias
@@ -192,6 +196,28 @@ def _gru_step(params, h, x_t):
   # cannot be a perfect accumulator the way a λ = 1 gated-RNN neuron is.
   h = (1.0 - z) * h + z * cand
   return h, h
+
+
+def gru_self_jacobian(params, h, x_t) -> jax.Array:
+  """The diagonal of ∂h_t/∂h_{t−1} of `gru_step`, [B, N] (what SnAp-1 keeps):
+
+      ∂h_i/∂h_i = (1 − z_i) + (n_i − h_i) z_i (1 − z_i) U_z[i, i]
+                  + z_i (1 − n_i²) (r_i U_n[i, i] + (h U_n)_i r_i (1 − r_i) U_r[i, i])
+  with U_z, U_r, U_n the three N×N blocks of w_h. The derivative of σ is σ(x)σ(−x) here; the
+  reference SnAp-1 code writes σ(x)σ(1 − x) (sheet pitfall), which this does not copy.
+  """
+  w_x, w_h, bias = params
+  n = h.shape[-1]
+  ux = x_t @ w_x + bias
+  uh = h @ w_h
+  z = jax.nn.sigmoid(ux[..., :n] + uh[..., :n])
+  r = jax.nn.sigmoid(ux[..., n : 2 * n] + uh[..., n : 2 * n])
+  cand = jnp.tanh(ux[..., 2 * n :] + r * uh[..., 2 * n :])
+  u_z, u_r, u_n = (jnp.diagonal(w_h[:, k * n : (k + 1) * n]) for k in range(3))
+  d_z = z * (1.0 - z) * u_z
+  d_r = r * (1.0 - r) * u_r
+  d_cand = (1.0 - cand**2) * (r * u_n + uh[..., 2 * n :] * d_r)
+  return (1.0 - z) + (cand - h) * d_z + z * d_cand
 
 
 class RNNKind(enum.Enum):
@@ -227,7 +253,7 @@ class GatedCellRNN(nnx.Module):
     if self.kind is RNNKind.LSTM:
       _, (h, c) = lax.scan(lambda carry, x_t: _lstm_step(params, carry, x_t), (zeros, zeros), xs)
       return {"h": jnp.moveaxis(h, 0, 1), "c": jnp.moveaxis(c, 0, 1)}
-    _, h = lax.scan(lambda carry, x_t: _gru_step(params, carry, x_t), zeros, xs)
+    _, h = lax.scan(lambda carry, x_t: gru_step(params, carry, x_t), zeros, xs)
     return {"h": jnp.moveaxis(h, 0, 1)}
 
   def __call__(self, x: jax.Array) -> jax.Array:

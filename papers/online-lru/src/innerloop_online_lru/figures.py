@@ -75,7 +75,8 @@ def copy_rules(name: str, res: dict, paths: PaperPaths) -> None:
   )
   for i, a in enumerate(acc):
     ax[0, 2].plot([i] * len(a), a, "k.", ms=3)
-  cell = "dense linear RNN; online = SnAp-1" if res.get("cell") == "dense_linear" else "LRU"
+  cells = {"dense_linear": "dense linear RNN; online = SnAp-1", "gru": "GRU; online = SnAp-1"}
+  cell = cells.get(res.get("cell"), "LRU")
   ax[0, 2].set(ylabel="test bit accuracy (best val)", ylim=(0.45, 1.0), title=f"Table 1 ({cell})")
   seeds = len(acc[0])
   t = res["T"]
@@ -103,7 +104,7 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
   paths.figures.mkdir(parents=True, exist_ok=True)
   if cfg.alignment.enabled:
     fig2_alignment(runlog.read_json(paths.results / "alignment.json"), paths)
-  for name in ("copy", "copy_dense"):
+  for name in ("copy", "copy_dense", "copy_gru"):
     if getattr(cfg, name).enabled:
       copy_rules(name, runlog.read_json(paths.results / f"{name}.json"), paths)
   for name in CLASSIFY:

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from innerloop_core.dense_rnn import DenseRNN
+from innerloop_core.dense_rnn import GRU, DenseRNN
 from innerloop_core.lru import (
   Dense,
   GradientRule,
@@ -42,6 +42,7 @@ sg = jax.lax.stop_gradient
 class Cell(enum.Enum):
   LRU = "lru"  # diagonal complex linear recurrent unit
   DENSE_LINEAR = "dense_linear"  # dense linear RNN baseline (its ONLINE rule is SnAp-1)
+  GRU = "gru"  # GRU baseline with N = d_model (its ONLINE rule is SnAp-1)
 
 
 class Readout(enum.Enum):
@@ -74,6 +75,8 @@ class Network(nnx.Module):
       dense = None
       if cell is Cell.DENSE_LINEAR:
         dense = DenseRNN(d_model, d_hidden, key=jax.random.fold_in(k, 1))
+      elif cell is Cell.GRU:
+        dense = GRU(d_model, key=jax.random.fold_in(k, 1))
       blocks.append(
         LRUBlock(
           d_model,
