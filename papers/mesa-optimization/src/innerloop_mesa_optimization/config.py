@@ -130,13 +130,14 @@ PROFILES: dict[str, Config] = {
     mesa1=Run(enabled=False),
     fig5b=Fig5b(state_dims=(4,), num_batches=1, log10_betas=(-1.0, 0.0, 1.0)),
   ),
-  # ≤ 20 min on 2 cores: Figs 4A/4C (LSA-1, 1300 steps), E.2, 4D/E/F (LSA-2/4 at B 128),
+  # ≤ 20 min on 2 cores: Figs 4A/4C (LSA-1, 1300 steps), E.1, E.2, 4D/E/F (LSA-2/4 at B 128),
   # 4A mesa (Mesa-1, B 128), 5B; the α/β fit shortened.
   "cpu": Config(
     prop2_depths=(2, 4),
     prop2_fit_steps=600,
     lsa1=Run(steps=1300),
     fixed_w=Run(family=TaskFamily.FIXED_W, steps=1300),
+    contracting=Run(family=TaskFamily.CONTRACTING, steps=1300),
     lsa2=lsa(2, steps=3000, batch_size=128, eval_every=250),
     lsa4=lsa(4, steps=3000, batch_size=128, eval_every=250, probes=True),
     mesa1=mesa(steps=1000, batch_size=128, eval_every=100),
