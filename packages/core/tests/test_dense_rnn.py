@@ -197,3 +197,13 @@ def test_layer_below_gets_only_the_current_step_error(make):
   for rule in (GradientRule.ONE_STEP, GradientRule.SPATIAL):
     np.testing.assert_allclose(input_grad(rule), online, rtol=1e-5, atol=1e-6)
   assert relative_error(online, input_grad(GradientRule.BPTT)) > 1e-2
+
+
+def test_gru_reference_derivative_changes_only_snap1():
+  """The reference code's σ(a)σ(1 − a) in SnAp-1's diagonal: ONLINE moves, the rest not."""
+  layer, x = _gru_setup()
+  mirrored = GRU(H, key=jax.random.key(2), snap_derivative="reference")
+  for rule in GradientRule:
+    got, want = _autodiff(mirrored, x, rule), _autodiff(layer, x, rule)
+    err = max(relative_error(got[k], want[k]) for k in ("w_x", "w_h", "bias"))
+    assert (err > 1e-3) if rule is GradientRule.ONLINE else (err == 0.0), rule

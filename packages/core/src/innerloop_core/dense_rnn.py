@@ -33,7 +33,7 @@ from flax import nnx
 
 from innerloop_core.config import parse_enum
 from innerloop_core.lru import GradientRule
-from innerloop_core.recurrent import gru_self_jacobian, gru_step
+from innerloop_core.recurrent import SigmoidDerivative, gru_self_jacobian, gru_step
 
 sg = jax.lax.stop_gradient
 
@@ -99,11 +99,20 @@ class GRU(nnx.Module):
   """A GRU layer with N = H units and y_t = h_t: x [..., T, H] -> y [..., T, H].
 
   Init as `recurrent.GatedCellRNN`'s GRU: w_x N(0, 1/H), w_h N(0, 1/N), zero bias.
+  `snap_derivative` is the σ' of SnAp-1's Jacobian diagonal (REFERENCE mirrors the reference
+  code's σ(a)σ(1 − a)); it changes the ONLINE gradient only.
   """
 
-  def __init__(self, d_model: int, *, key: jax.Array):
+  def __init__(
+    self,
+    d_model: int,
+    *,
+    key: jax.Array,
+    snap_derivative: SigmoidDerivative | str = SigmoidDerivative.EXACT,
+  ):
     k_x, k_h = jax.random.split(key)
     self.d_model = d_model
+    self.snap_derivative = parse_enum(snap_derivative, SigmoidDerivative, "snap_derivative")
     self.w_x = nnx.Param(jax.random.normal(k_x, (d_model, 3 * d_model)) / math.sqrt(d_model))
     self.w_h = nnx.Param(jax.random.normal(k_h, (d_model, 3 * d_model)) / math.sqrt(d_model))
     self.bias = nnx.Param(jnp.zeros((3 * d_model,), jnp.float32))
@@ -122,7 +131,7 @@ class GRU(nnx.Module):
 
       def step(h, x_t):
         h_fixed = sg(h)
-        diag = sg(gru_self_jacobian(params, h_fixed, x_t))
+        diag = sg(gru_self_jacobian(params, h_fixed, x_t, self.snap_derivative))
         h = gru_step(params, h_fixed, sg(x_t))[0] + diag * (h - h_fixed)
         return h, h
 

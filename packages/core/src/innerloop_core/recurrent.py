@@ -198,26 +198,39 @@ def gru_step(params, h, x_t):
   return h, h
 
 
-def gru_self_jacobian(params, h, x_t) -> jax.Array:
+class SigmoidDerivative(enum.Enum):
+  """The σ' that `gru_self_jacobian` uses for the gates."""
+
+  EXACT = "exact"  # σ'(a) = σ(a)σ(−a)
+  # σ(a)σ(1 − a), as the reference SnAp-1 GRU code writes it (sheet pitfall): kept only to
+  # mirror the published Table 1 rows next to the exact ones.
+  REFERENCE = "reference"
+
+
+def gru_self_jacobian(
+  params, h, x_t, derivative: SigmoidDerivative = SigmoidDerivative.EXACT
+) -> jax.Array:
   """The diagonal of ∂h_t/∂h_{t−1} of `gru_step`, [B, N] (what SnAp-1 keeps):
 
-      ∂h_i/∂h_i = (1 − z_i) + (n_i − h_i) z_i (1 − z_i) U_z[i, i]
-                  + z_i (1 − n_i²) (r_i U_n[i, i] + (h U_n)_i r_i (1 − r_i) U_r[i, i])
-  with U_z, U_r, U_n the three N×N blocks of w_h. The derivative of σ is σ(x)σ(−x) here; the
-  reference SnAp-1 code writes σ(x)σ(1 − x) (sheet pitfall), which this does not copy.
+      ∂h_i/∂h_i = (1 − z_i) + (n_i − h_i) σ'(a_z,i) U_z[i, i]
+                  + z_i (1 − n_i²) (r_i U_n[i, i] + (h U_n)_i σ'(a_r,i) U_r[i, i])
+  with U_z, U_r, U_n the three N×N blocks of w_h and a_z, a_r the gates' pre-activations.
   """
   w_x, w_h, bias = params
   n = h.shape[-1]
   ux = x_t @ w_x + bias
   uh = h @ w_h
-  z = jax.nn.sigmoid(ux[..., :n] + uh[..., :n])
-  r = jax.nn.sigmoid(ux[..., n : 2 * n] + uh[..., n : 2 * n])
+  a_z = ux[..., :n] + uh[..., :n]
+  a_r = ux[..., n : 2 * n] + uh[..., n : 2 * n]
+  z, r = jax.nn.sigmoid(a_z), jax.nn.sigmoid(a_r)
   cand = jnp.tanh(ux[..., 2 * n :] + r * uh[..., 2 * n :])
+  if derivative is SigmoidDerivative.EXACT:
+    dz, dr = z * (1.0 - z), r * (1.0 - r)
+  else:
+    dz, dr = z * jax.nn.sigmoid(1.0 - a_z), r * jax.nn.sigmoid(1.0 - a_r)
   u_z, u_r, u_n = (jnp.diagonal(w_h[:, k * n : (k + 1) * n]) for k in range(3))
-  d_z = z * (1.0 - z) * u_z
-  d_r = r * (1.0 - r) * u_r
-  d_cand = (1.0 - cand**2) * (r * u_n + uh[..., 2 * n :] * d_r)
-  return (1.0 - z) + (cand - h) * d_z + z * d_cand
+  d_cand = (1.0 - cand**2) * (r * u_n + uh[..., 2 * n :] * dr * u_r)
+  return (1.0 - z) + (cand - h) * dz * u_z + z * d_cand
 
 
 class RNNKind(enum.Enum):

@@ -3,7 +3,7 @@
 Commands (from the repo root):
   uv run dvc repro online-lru                                   profile from params.yaml (cpu)
   uv run python -m innerloop_online_lru all --profile tiny      CI smoke, ≈ 1 min on 2 cores
-  uv run python -m innerloop_online_lru all --profile cpu       ≈ 15 min on 2 cores
+  uv run python -m innerloop_online_lru all --profile cpu       ≈ 16 min on 2 cores
   uv run python -m innerloop_online_lru train --profile full --budget-s 540   one GPU, in slices
 LRA data (full profile, and the cpu LRA stages when present) is user-provided: put
 `cifar-10-python.tar.gz`, `aclImdb_v1.tar.gz` and LRA's `listops/basic_{train,val,test}.tsv`
@@ -148,6 +148,7 @@ class Config:
   copy: CopyConfig = CopyConfig()
   copy_dense: CopyConfig = CopyConfig(enabled=False, cell=Cell.DENSE_LINEAR)
   copy_gru: CopyConfig = CopyConfig(enabled=False, cell=Cell.GRU)
+  copy_gru_reference: CopyConfig = CopyConfig(enabled=False, cell=Cell.GRU_REFERENCE_SNAP)
   listops: ClassifyConfig = ClassifyConfig()
   digits: ClassifyConfig = ClassifyConfig(task=Task.DIGITS, max_len=64)
   lra_listops: ClassifyConfig = ClassifyConfig(task=Task.LISTOPS)
@@ -236,6 +237,20 @@ CPU = Config(
     eval_every=200,
     checkpoint_every=500,
   ),
+  # SnAp-1 with the reference code's σ(a)σ(1 − a) (only the online rule differs).
+  copy_gru_reference=CopyConfig(
+    cell=Cell.GRU_REFERENCE_SNAP,
+    pattern_length=10,
+    pad=5,
+    model=ModelConfig(d_model=48, d_hidden=48, num_layers=2, dropout=0.0),
+    optim=OptConfig(learning_rate=3e-3, lr_factor=1.0),
+    rules=(GradientRule.ONLINE,),
+    seeds=(201, 202, 203),
+    batch=32,
+    steps=2_000,
+    eval_every=200,
+    checkpoint_every=500,
+  ),
   digits=ClassifyConfig(
     enabled=True,
     task=Task.DIGITS,
@@ -286,6 +301,15 @@ FULL = Config(
     cell=Cell.GRU,
     model=ModelConfig(d_model=91, d_hidden=91, num_layers=4, dropout=0.1),
     optim=OptConfig(learning_rate=2e-3, lr_factor=1.0),
+    seeds=(201, 202, 203),
+    batch=50,
+    steps=10_000,
+  ),
+  copy_gru_reference=CopyConfig(
+    cell=Cell.GRU_REFERENCE_SNAP,
+    model=ModelConfig(d_model=91, d_hidden=91, num_layers=4, dropout=0.1),
+    optim=OptConfig(learning_rate=2e-3, lr_factor=1.0),
+    rules=(GradientRule.ONLINE,),
     seeds=(201, 202, 203),
     batch=50,
     steps=10_000,

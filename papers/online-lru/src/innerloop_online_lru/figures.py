@@ -75,7 +75,11 @@ def copy_rules(name: str, res: dict, paths: PaperPaths) -> None:
   )
   for i, a in enumerate(acc):
     ax[0, 2].plot([i] * len(a), a, "k.", ms=3)
-  cells = {"dense_linear": "dense linear RNN; online = SnAp-1", "gru": "GRU; online = SnAp-1"}
+  cells = {
+    "dense_linear": "dense linear RNN; online = SnAp-1",
+    "gru": "GRU; online = SnAp-1",
+    "gru_reference_snap": "GRU; SnAp-1 with σ(a)σ(1−a)",
+  }
   cell = cells.get(res.get("cell"), "LRU")
   ax[0, 2].set(ylabel="test bit accuracy (best val)", ylim=(0.45, 1.0), title=f"Table 1 ({cell})")
   seeds = len(acc[0])
@@ -104,7 +108,7 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
   paths.figures.mkdir(parents=True, exist_ok=True)
   if cfg.alignment.enabled:
     fig2_alignment(runlog.read_json(paths.results / "alignment.json"), paths)
-  for name in ("copy", "copy_dense", "copy_gru"):
+  for name in ("copy", "copy_dense", "copy_gru", "copy_gru_reference"):
     if getattr(cfg, name).enabled:
       copy_rules(name, runlog.read_json(paths.results / f"{name}.json"), paths)
   for name in CLASSIFY:

@@ -43,6 +43,8 @@ class Cell(enum.Enum):
   LRU = "lru"  # diagonal complex linear recurrent unit
   DENSE_LINEAR = "dense_linear"  # dense linear RNN baseline (its ONLINE rule is SnAp-1)
   GRU = "gru"  # GRU baseline with N = d_model (its ONLINE rule is SnAp-1)
+  # the same GRU, SnAp-1 with the reference code's σ(a)σ(1 − a) (to mirror the published rows)
+  GRU_REFERENCE_SNAP = "gru_reference_snap"
 
 
 class Readout(enum.Enum):
@@ -75,8 +77,9 @@ class Network(nnx.Module):
       dense = None
       if cell is Cell.DENSE_LINEAR:
         dense = DenseRNN(d_model, d_hidden, key=jax.random.fold_in(k, 1))
-      elif cell is Cell.GRU:
-        dense = GRU(d_model, key=jax.random.fold_in(k, 1))
+      elif cell in (Cell.GRU, Cell.GRU_REFERENCE_SNAP):
+        derivative = "reference" if cell is Cell.GRU_REFERENCE_SNAP else "exact"
+        dense = GRU(d_model, key=jax.random.fold_in(k, 1), snap_derivative=derivative)
       blocks.append(
         LRUBlock(
           d_model,

@@ -26,7 +26,7 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
         paths.runs / f"{name}.json", key, lambda m=measure: m(cfg, run_paths)
       )
       runlog.write_json(paths.results / f"{name}.json", out)
-  for name in ("copy", "copy_dense", "copy_gru"):
+  for name in ("copy", "copy_dense", "copy_gru", "copy_gru_reference"):
     exp = getattr(cfg, name)
     if exp.enabled:
       experiments.copy_experiment(name, exp, run_paths, deadline)
