@@ -193,6 +193,26 @@ TINY = Config(
   ),
 )
 
+# Copy-mini for the dense baselines (Table 1 rows): lr_factor 1, as in the paper's rows.
+_COPY_MINI_DENSE = CopyConfig(
+  cell=Cell.DENSE_LINEAR,
+  pattern_length=10,
+  pad=5,
+  model=ModelConfig(d_model=64, d_hidden=32, num_layers=2, dropout=0.0),
+  optim=OptConfig(learning_rate=3e-3, lr_factor=1.0),
+  rules=ALL_RULES,
+  seeds=(201, 202, 203),
+  batch=32,
+  steps=2_000,
+  eval_every=200,
+  checkpoint_every=500,
+)
+_COPY_MINI_GRU = dataclasses.replace(
+  _COPY_MINI_DENSE,
+  cell=Cell.GRU,
+  model=ModelConfig(d_model=48, d_hidden=48, num_layers=2, dropout=0.0),
+)
+
 CPU = Config(
   alignment=AlignmentConfig(),
   copy=CopyConfig(
@@ -209,47 +229,13 @@ CPU = Config(
     train_size=20_000,
     eval_size=1_000,
   ),
-  copy_dense=CopyConfig(
-    cell=Cell.DENSE_LINEAR,
-    pattern_length=10,
-    pad=5,
-    model=ModelConfig(d_model=64, d_hidden=32, num_layers=2, dropout=0.0),
-    optim=OptConfig(learning_rate=3e-3, lr_factor=1.0),
-    rules=ALL_RULES,
-    seeds=(201, 202, 203),
-    batch=32,
-    steps=2_000,
-    eval_every=200,
-    checkpoint_every=500,
-  ),
+  copy_dense=_COPY_MINI_DENSE,
   # Table 1's GRU row on copy-mini: N = d_model = 48 (about the LRU block's parameter count, as
   # the paper's 91 vs 128/64), lr_factor 1 as in the paper's GRU rows.
-  copy_gru=CopyConfig(
-    cell=Cell.GRU,
-    pattern_length=10,
-    pad=5,
-    model=ModelConfig(d_model=48, d_hidden=48, num_layers=2, dropout=0.0),
-    optim=OptConfig(learning_rate=3e-3, lr_factor=1.0),
-    rules=ALL_RULES,
-    seeds=(201, 202, 203),
-    batch=32,
-    steps=2_000,
-    eval_every=200,
-    checkpoint_every=500,
-  ),
+  copy_gru=_COPY_MINI_GRU,
   # SnAp-1 with the reference code's σ(a)σ(1 − a) (only the online rule differs).
-  copy_gru_reference=CopyConfig(
-    cell=Cell.GRU_REFERENCE_SNAP,
-    pattern_length=10,
-    pad=5,
-    model=ModelConfig(d_model=48, d_hidden=48, num_layers=2, dropout=0.0),
-    optim=OptConfig(learning_rate=3e-3, lr_factor=1.0),
-    rules=(GradientRule.ONLINE,),
-    seeds=(201, 202, 203),
-    batch=32,
-    steps=2_000,
-    eval_every=200,
-    checkpoint_every=500,
+  copy_gru_reference=dataclasses.replace(
+    _COPY_MINI_GRU, cell=Cell.GRU_REFERENCE_SNAP, rules=(GradientRule.ONLINE,)
   ),
   digits=ClassifyConfig(
     enabled=True,
@@ -279,6 +265,15 @@ _LRA_LISTOPS = ClassifyConfig(
   max_len=2048,
 )
 
+_FULL_GRU = CopyConfig(
+  cell=Cell.GRU,
+  model=ModelConfig(d_model=91, d_hidden=91, num_layers=4, dropout=0.1),
+  optim=OptConfig(learning_rate=2e-3, lr_factor=1.0),
+  seeds=(201, 202, 203),
+  batch=50,
+  steps=10_000,
+)
+
 FULL = Config(
   exactness=ExactnessConfig(depths=(1, 2, 4)),
   alignment=AlignmentConfig(seeds=tuple(range(201, 211))),
@@ -297,22 +292,9 @@ FULL = Config(
     batch=50,
     steps=10_000,
   ),
-  copy_gru=CopyConfig(
-    cell=Cell.GRU,
-    model=ModelConfig(d_model=91, d_hidden=91, num_layers=4, dropout=0.1),
-    optim=OptConfig(learning_rate=2e-3, lr_factor=1.0),
-    seeds=(201, 202, 203),
-    batch=50,
-    steps=10_000,
-  ),
-  copy_gru_reference=CopyConfig(
-    cell=Cell.GRU_REFERENCE_SNAP,
-    model=ModelConfig(d_model=91, d_hidden=91, num_layers=4, dropout=0.1),
-    optim=OptConfig(learning_rate=2e-3, lr_factor=1.0),
-    rules=(GradientRule.ONLINE,),
-    seeds=(201, 202, 203),
-    batch=50,
-    steps=10_000,
+  copy_gru=_FULL_GRU,
+  copy_gru_reference=dataclasses.replace(
+    _FULL_GRU, cell=Cell.GRU_REFERENCE_SNAP, rules=(GradientRule.ONLINE,)
   ),
   listops=ClassifyConfig(
     enabled=True,
