@@ -114,6 +114,28 @@ class CopyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DepthSweepConfig:
+  """Fig 2A/B as the paper runs it: `copy` trained at every depth in `depths` (each run sets
+  copy.model.num_layers), alignment with BPTT's gradient read at every evaluation (every
+  copy.eval_every steps) during training, and the test bit accuracy per depth."""
+
+  enabled: bool = True
+  depths: tuple[int, ...] = (1, 2, 3, 4, 5)
+  # the sheet's Fig 2A/B row: 128/64, dropout 0.1, batch 50, lr 1e-3, lr_factor 0.5, wd 0,
+  # 25 epochs × 400 steps, alignment every 100 batches, seeds 201-210
+  copy: CopyConfig = CopyConfig(
+    model=ModelConfig(d_model=128, d_hidden=64, dropout=0.1),
+    optim=OptConfig(learning_rate=1e-3, lr_factor=0.5),
+    rules=(GradientRule.ONLINE,),
+    seeds=tuple(range(201, 211)),
+    batch=50,
+    steps=25 * 400,
+    eval_every=100,
+    checkpoint_every=400,
+  )
+
+
+@dataclasses.dataclass(frozen=True)
 class ClassifyConfig:
   """Sequence classification with pool_st and a loss at every valid step (Table 2)."""
 
@@ -145,6 +167,7 @@ class ClassifyConfig:
 class Config:
   exactness: ExactnessConfig = ExactnessConfig()
   alignment: AlignmentConfig = AlignmentConfig()
+  depth_sweep: DepthSweepConfig = DepthSweepConfig()
   copy: CopyConfig = CopyConfig()
   copy_dense: CopyConfig = CopyConfig(enabled=False, cell=Cell.DENSE_LINEAR)
   copy_gru: CopyConfig = CopyConfig(enabled=False, cell=Cell.GRU)
@@ -161,6 +184,7 @@ class Config:
 TINY = Config(
   exactness=ExactnessConfig(depths=(1,)),
   alignment=AlignmentConfig(enabled=False),
+  depth_sweep=DepthSweepConfig(enabled=False),  # a toy sweep is unit-tested instead
   copy=CopyConfig(
     pattern_length=5,
     pad=3,
@@ -213,22 +237,32 @@ _COPY_MINI_GRU = dataclasses.replace(
   model=ModelConfig(d_model=48, d_hidden=48, num_layers=2, dropout=0.0),
 )
 
+_COPY_MINI = CopyConfig(
+  pattern_length=10,
+  pad=5,
+  model=ModelConfig(d_model=64, d_hidden=32, num_layers=2, dropout=0.0),
+  optim=OptConfig(learning_rate=3e-3, lr_factor=0.5),
+  rules=ALL_RULES,
+  seeds=(201, 202, 203),
+  batch=32,
+  steps=2_000,
+  eval_every=200,
+  checkpoint_every=500,
+  train_size=20_000,
+  eval_size=1_000,
+)
+
 CPU = Config(
   alignment=AlignmentConfig(),
-  copy=CopyConfig(
-    pattern_length=10,
-    pad=5,
-    model=ModelConfig(d_model=64, d_hidden=32, num_layers=2, dropout=0.0),
-    optim=OptConfig(learning_rate=3e-3, lr_factor=0.5),
-    rules=ALL_RULES,
-    seeds=(201, 202, 203),
-    batch=32,
-    steps=2_000,
-    eval_every=200,
-    checkpoint_every=500,
-    train_size=20_000,
-    eval_size=1_000,
+  # Fig 2A/B during training on copy-mini: the online rule at L = 1..5, 3 seeds, 400 steps,
+  # alignment every 50 steps (8 readings after init); ≈ 4 min on 2 cores (a training step
+  # costs ≈ 40 + 25·L ms there whatever the width: overhead, not arithmetic, sets the length).
+  depth_sweep=DepthSweepConfig(
+    copy=dataclasses.replace(
+      _COPY_MINI, rules=(GradientRule.ONLINE,), steps=400, eval_every=50, checkpoint_every=200
+    )
   ),
+  copy=_COPY_MINI,
   copy_dense=_COPY_MINI_DENSE,
   # Table 1's GRU row on copy-mini: N = d_model = 48 (about the LRU block's parameter count, as
   # the paper's 91 vs 128/64), lr_factor 1 as in the paper's GRU rows.

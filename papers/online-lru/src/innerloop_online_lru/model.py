@@ -264,14 +264,17 @@ def stream_grads(
   return total, grads
 
 
-def flat_vector(state) -> jax.Array:
-  """All leaves of a gradient State as one vector (for cosines and norm ratios)."""
-  return jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(state)])
+def flat_vector(state, exclude: tuple[str, ...] = ()) -> jax.Array:
+  """All leaves of a gradient State as one vector (for cosines and norm ratios), except those
+  of the top-level submodules named in `exclude` (e.g. "encoder")."""
+  leaves = jax.tree_util.tree_leaves_with_path(state)
+  return jnp.concatenate([jnp.ravel(v) for path, v in leaves if path[0].key not in exclude])
 
 
-def alignment(g: Any, g_ref: Any) -> tuple[jax.Array, jax.Array]:
-  """(cosine, ‖g‖ / ‖g_ref‖) of two gradients over all parameters."""
-  a, b = flat_vector(g), flat_vector(g_ref)
+def alignment(g: Any, g_ref: Any, exclude: tuple[str, ...] = ()) -> tuple[jax.Array, jax.Array]:
+  """(cosine, ‖g‖ / ‖g_ref‖) of two gradients over all parameters (but the `exclude`d
+  submodules')."""
+  a, b = flat_vector(g, exclude), flat_vector(g_ref, exclude)
   return jnp.dot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)), jnp.linalg.norm(
     a
   ) / jnp.linalg.norm(b)

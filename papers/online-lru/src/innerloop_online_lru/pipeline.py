@@ -30,6 +30,9 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
     exp = getattr(cfg, name)
     if exp.enabled:
       experiments.copy_experiment(name, exp, run_paths, deadline)
+  if cfg.depth_sweep.enabled:
+    out = experiments.depth_sweep("depth_sweep", cfg.depth_sweep, run_paths, deadline)
+    runlog.write_json(paths.results / "depth_sweep.json", out)
   for name in CLASSIFY:
     exp = getattr(cfg, name)
     if exp.enabled:
