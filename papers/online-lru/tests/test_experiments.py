@@ -143,3 +143,65 @@ def test_gru_copy_row_runs_every_rule(tmp_path):
   out = experiments.copy_experiment("copy_gru", exp, paths, Deadline(None))
   assert out["cell"] == "gru" and set(out["rules"]) == {r.value for r in exp.rules}
   assert np.isfinite(out["online_gap"])
+
+
+def test_depth_sweep_configs_resolve():
+  from innerloop_core.lru import GradientRule
+
+  assert not PROFILES["tiny"].depth_sweep.enabled
+  for profile, seeds in (("cpu", 3), ("full", 10)):
+    sweep = PROFILES[profile].depth_sweep
+    assert sweep.enabled and sweep.depths == (1, 2, 3, 4, 5) and len(sweep.copy.seeds) == seeds
+    assert sweep.copy.rules == (GradientRule.ONLINE,) and sweep.copy.track_alignment
+  full = PROFILES["full"].depth_sweep.copy  # the sheet's Fig 2A/B row
+  assert (full.model.d_model, full.model.d_hidden, full.model.dropout) == (128, 64, 0.1)
+  assert (full.batch, full.steps, full.eval_every, full.optim.lr_factor) == (50, 10_000, 100, 0.5)
+  assert full.seeds == tuple(range(201, 211))
+
+
+def test_depth_sweep_writes_results_and_resumes_identically(tmp_path):
+  """A toy sweep through the train stage: every depth trains, alignment is summarised from the
+  readings after step 0, and a second call resumes from the finished checkpoints unchanged."""
+  import dataclasses
+
+  from innerloop_core import runlog
+  from innerloop_core.cli import PaperPaths
+  from innerloop_core.train import Deadline
+  from innerloop_online_lru import pipeline
+  from innerloop_online_lru.config import CopyConfig, DepthSweepConfig, ExactnessConfig
+
+  tiny = PROFILES["tiny"]
+  toy = DepthSweepConfig(
+    depths=(1, 2),
+    copy=dataclasses.replace(
+      tiny.copy,
+      model=dataclasses.replace(tiny.copy.model, d_model=8, d_hidden=4),
+      rules=tiny.copy.rules[1:],
+      steps=4,
+      eval_every=2,
+      checkpoint_every=2,
+      train_size=16,
+      eval_size=8,
+      track_alignment=True,
+    ),
+  )
+  cfg = dataclasses.replace(
+    tiny,
+    exactness=ExactnessConfig(enabled=False),
+    copy=CopyConfig(enabled=False),
+    listops=dataclasses.replace(tiny.listops, enabled=False),
+    depth_sweep=toy,
+  )
+  paths = PaperPaths(root=tmp_path, profile="tiny")
+  pipeline.train_all(cfg, paths, Deadline(None))
+  first = runlog.read_json(paths.results / "depth_sweep.json")
+  assert (paths.runs / "depth_sweep" / "L2" / "online" / "checkpoints").is_dir()
+  online = first["rules"]["online"]
+  curve = first["runs"]["L2"]["rules"]["online"]["curve"]
+  assert curve["step"] == [0, 2, 4]
+  np.testing.assert_allclose(online["cos_bptt"]["L2"], np.mean(curve["cos_bptt"][1:], axis=0))
+  assert online["cos_bptt_at_init"]["L2"] == curve["cos_bptt"][0]
+  for key in ("cos_bptt_without_encoder", "norm_ratio_bptt", "test_acc", "final_test_acc"):
+    assert set(online[key]) == {"L1", "L2"} and len(online[key]["L1"]) == len(toy.copy.seeds)
+  pipeline.train_all(cfg, paths, Deadline(None))
+  assert runlog.read_json(paths.results / "depth_sweep.json") == first
