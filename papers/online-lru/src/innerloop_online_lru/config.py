@@ -17,7 +17,8 @@ import dataclasses
 import enum
 import math
 
-from innerloop_core.lru import GradientRule
+from innerloop_core.config import added_field
+from innerloop_core.lru import BlockActivation, GradientRule
 from innerloop_online_lru.model import Cell
 
 ALL_RULES = (GradientRule.BPTT, GradientRule.ONLINE, GradientRule.ONE_STEP, GradientRule.SPATIAL)
@@ -47,6 +48,9 @@ class ModelConfig:
   r_max: float = 1.0
   max_phase: float = 2 * math.pi
   dropout: float = 0.1
+  # Table 1's one-layer GRU: no block activation, ReLU-MLP readout (0: a Dense decoder)
+  activation: BlockActivation = added_field(BlockActivation.FULL_GLU)
+  readout_width: int = added_field(0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +176,7 @@ class Config:
   copy_dense: CopyConfig = CopyConfig(enabled=False, cell=Cell.DENSE_LINEAR)
   copy_gru: CopyConfig = CopyConfig(enabled=False, cell=Cell.GRU)
   copy_gru_reference: CopyConfig = CopyConfig(enabled=False, cell=Cell.GRU_REFERENCE_SNAP)
+  copy_gru_1l: CopyConfig = CopyConfig(enabled=False, cell=Cell.GRU)
   listops: ClassifyConfig = ClassifyConfig()
   digits: ClassifyConfig = ClassifyConfig(task=Task.DIGITS, max_len=64)
   lra_listops: ClassifyConfig = ClassifyConfig(task=Task.LISTOPS)
@@ -271,6 +276,20 @@ CPU = Config(
   copy_gru_reference=dataclasses.replace(
     _COPY_MINI_GRU, cell=Cell.GRU_REFERENCE_SNAP, rules=(GradientRule.ONLINE,)
   ),
+  # Table 1's one-layer GRU on copy-mini: width 64 and a ReLU-MLP readout 8× wider (the
+  # paper: 134 and 1072), no block activation; BPTT and SnAp-1 only (the claim's gap)
+  copy_gru_1l=dataclasses.replace(
+    _COPY_MINI_GRU,
+    model=ModelConfig(
+      d_model=64,
+      d_hidden=64,
+      num_layers=1,
+      dropout=0.0,
+      activation=BlockActivation.NONE,
+      readout_width=512,
+    ),
+    rules=(GradientRule.BPTT, GradientRule.ONLINE),
+  ),
   digits=ClassifyConfig(
     enabled=True,
     task=Task.DIGITS,
@@ -329,6 +348,18 @@ FULL = Config(
   copy_gru=_FULL_GRU,
   copy_gru_reference=dataclasses.replace(
     _FULL_GRU, cell=Cell.GRU_REFERENCE_SNAP, rules=(GradientRule.ONLINE,)
+  ),
+  # Table 1's one-layer GRU: d 134, no block activation, ReLU-MLP readout of width 1072
+  copy_gru_1l=dataclasses.replace(
+    _FULL_GRU,
+    model=ModelConfig(
+      d_model=134,
+      d_hidden=134,
+      num_layers=1,
+      dropout=0.1,
+      activation=BlockActivation.NONE,
+      readout_width=1072,
+    ),
   ),
   listops=ClassifyConfig(
     enabled=True,

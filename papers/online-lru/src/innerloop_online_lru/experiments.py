@@ -225,7 +225,8 @@ def alignment_vs_depth(cfg: Config, paths: Paths) -> dict:
 
 
 def _fingerprint(*parts) -> str:
-  return core_config.fingerprint([core_config.to_dict(p) for p in parts])
+  # the dataclasses themselves, so that `added_field`s at their defaults are left out
+  return core_config.fingerprint(list(parts))
 
 
 def copy_experiment(name: str, exp: CopyConfig, paths: Paths, deadline: Deadline) -> dict:
@@ -362,6 +363,8 @@ def _network_init(d_input: int, d_output: int, m: ModelConfig, cell: M.Cell):
       r_max=m.r_max,
       max_phase=m.max_phase,
       cell=cell,
+      activation=m.activation,
+      readout_width=m.readout_width,
       key=key,
     )
 

@@ -13,7 +13,7 @@ from innerloop_core import figures as F
 from innerloop_core import runlog
 from innerloop_core.cli import PaperPaths
 from innerloop_online_lru.config import Config
-from innerloop_online_lru.pipeline import CLASSIFY
+from innerloop_online_lru.pipeline import CLASSIFY, COPY
 
 RULE_COLORS = {"bptt": "#222222", "online": "#1f77b4", "1-step": "#ff7f0e", "spatial": "#d62728"}
 
@@ -157,7 +157,7 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
     fig2_alignment(runlog.read_json(paths.results / "alignment.json"), paths)
   if cfg.depth_sweep.enabled:
     fig2_depth_sweep(runlog.read_json(paths.results / "depth_sweep.json"), paths)
-  for name in ("copy", "copy_dense", "copy_gru", "copy_gru_reference"):
+  for name in COPY:
     if getattr(cfg, name).enabled:
       copy_rules(name, runlog.read_json(paths.results / f"{name}.json"), paths)
   for name in CLASSIFY:
