@@ -3,7 +3,7 @@
 Commands (from the repo root):
   uv run dvc repro online-lru                                   profile from params.yaml (cpu)
   uv run python -m innerloop_online_lru all --profile tiny      CI smoke, ≈ 1 min on 2 cores
-  uv run python -m innerloop_online_lru all --profile cpu       ≈ 16 min on 2 cores
+  uv run python -m innerloop_online_lru all --profile cpu       ≈ 26 min on 2 shared cores
   uv run python -m innerloop_online_lru train --profile full --budget-s 540   one GPU, in slices
 LRA data (full profile, and the cpu LRA stages when present) is user-provided: put
 `cifar-10-python.tar.gz`, `aclImdb_v1.tar.gz` and LRA's `listops/basic_{train,val,test}.tsv`
@@ -260,8 +260,8 @@ _COPY_MINI = CopyConfig(
 CPU = Config(
   alignment=AlignmentConfig(),
   # Fig 2A/B during training on copy-mini: the online rule at L = 1..5, 3 seeds, 400 steps,
-  # alignment every 50 steps (8 readings after init); ≈ 4 min on 2 cores (a training step
-  # costs ≈ 40 + 25·L ms there whatever the width: overhead, not arithmetic, sets the length).
+  # alignment every 50 steps (8 readings after init); 348 s of training on 2 shared cores
+  # (L = 1: 38 s, L = 5: 105 s; widths 32 and 64 cost about the same there: per-op overhead).
   depth_sweep=DepthSweepConfig(
     copy=dataclasses.replace(
       _COPY_MINI, rules=(GradientRule.ONLINE,), steps=400, eval_every=50, checkpoint_every=200
