@@ -11,6 +11,7 @@ from flax import nnx
 
 from innerloop_core.lru import (
   LRU,
+  BlockActivation,
   GradientRule,
   LRUBlock,
   exp_parametrization,
@@ -243,6 +244,17 @@ def test_block_dropout_masks_are_shared_over_time_and_keyed():
   np.testing.assert_array_equal(np.asarray(block.post(x, y, masks)), np.asarray(a))
   no_drop = block(x)
   np.testing.assert_array_equal(np.asarray(no_drop), np.asarray(block.post(x, y)))
+
+
+def test_block_without_activation_is_residual_plus_dropout():
+  block = LRUBlock(H, N, key=jax.random.key(0), activation=BlockActivation.NONE)
+  assert not hasattr(block, "glu_value")  # no GLU weights to train
+  x = _inputs()
+  y = block.lru(block.norm(x))
+  np.testing.assert_array_equal(np.asarray(block(x)), np.asarray(x + y))
+  masks = block.masks(jax.random.key(1), (B,), 0.5)
+  got = block(x, dropout_key=jax.random.key(1), dropout_rate=0.5)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(x + y * masks[0]))
 
 
 def test_block_gradients_finite_under_every_rule():

@@ -117,19 +117,24 @@ def test_streaming_estimator_trains_like_the_stop_gradient_form(tmp_path):
   )
 
 
-def test_gru_copy_row_runs_every_rule(tmp_path):
-  """Table 1's GRU row end to end on a toy copy task: every rule trains and is reported."""
+@pytest.mark.parametrize("name", ["copy_gru", "copy_gru_1l"])
+def test_gru_copy_row_runs_every_rule(tmp_path, name):
+  """Table 1's GRU rows (4L; 1L without block activation, ReLU-MLP readout) end to end on a toy
+  copy task: every rule trains and is reported."""
   import dataclasses
 
   from innerloop_core.train import Deadline
   from innerloop_online_lru import experiments
   from innerloop_online_lru.model import Cell
 
+  base = getattr(PROFILES["cpu"], name)
   exp = dataclasses.replace(
-    PROFILES["cpu"].copy_gru,
+    base,
     pattern_length=3,
     pad=2,
-    model=dataclasses.replace(PROFILES["cpu"].copy_gru.model, d_model=8, d_hidden=8),
+    model=dataclasses.replace(
+      base.model, d_model=8, d_hidden=8, readout_width=min(base.model.readout_width, 16)
+    ),
     seeds=(0,),
     batch=4,
     steps=4,
@@ -140,6 +145,89 @@ def test_gru_copy_row_runs_every_rule(tmp_path):
   )
   assert exp.cell is Cell.GRU
   paths = experiments.Paths(results=tmp_path / "results", runs=tmp_path / "runs", root=tmp_path)
-  out = experiments.copy_experiment("copy_gru", exp, paths, Deadline(None))
+  out = experiments.copy_experiment(name, exp, paths, Deadline(None))
   assert out["cell"] == "gru" and set(out["rules"]) == {r.value for r in exp.rules}
   assert np.isfinite(out["online_gap"])
+
+
+def test_gru_1l_network_has_no_glu_and_an_mlp_readout():
+  from innerloop_online_lru.experiments import _network_init
+  from innerloop_online_lru.model import Cell
+
+  for profile, width in (("cpu", 512), ("full", 1072)):
+    m = PROFILES[profile].copy_gru_1l.model
+    assert m.num_layers == 1 and m.readout_width == width
+    net = _network_init(8, 14, m, Cell.GRU)(jax.random.key(0))
+    names = {"/".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(net))}
+    assert not any("glu" in n for n in names)
+    assert "decoder/hidden/kernel" in names
+    assert nnx.state(net)["decoder"]["out"]["kernel"].shape == (width, 14)
+
+
+def test_depth_sweep_configs_resolve():
+  from innerloop_core.lru import GradientRule
+
+  assert not PROFILES["tiny"].depth_sweep.enabled
+  for profile, seeds in (("cpu", 3), ("full", 10)):
+    sweep = PROFILES[profile].depth_sweep
+    assert sweep.enabled and sweep.depths == (1, 2, 3, 4, 5) and len(sweep.copy.seeds) == seeds
+    assert sweep.copy.rules == (GradientRule.ONLINE,) and sweep.copy.track_alignment
+  full = PROFILES["full"].depth_sweep.copy  # the sheet's Fig 2A/B row
+  assert (full.model.d_model, full.model.d_hidden, full.model.dropout) == (128, 64, 0.1)
+  assert (full.batch, full.steps, full.eval_every, full.optim.lr_factor) == (50, 10_000, 100, 0.5)
+  assert full.seeds == tuple(range(201, 211))
+
+
+def test_depth_sweep_writes_results_and_resumes_identically(tmp_path):
+  """A toy sweep through the train stage: every depth trains, alignment is summarised from the
+  readings after step 0, and a second call resumes from the finished checkpoints unchanged."""
+  import dataclasses
+
+  from innerloop_core import runlog
+  from innerloop_core.cli import PaperPaths
+  from innerloop_core.train import Deadline
+  from innerloop_online_lru import pipeline
+  from innerloop_online_lru.config import CopyConfig, DepthSweepConfig, ExactnessConfig
+
+  tiny = PROFILES["tiny"]
+  toy = DepthSweepConfig(
+    depths=(1, 2),
+    copy=dataclasses.replace(
+      tiny.copy,
+      model=dataclasses.replace(tiny.copy.model, d_model=8, d_hidden=4),
+      rules=tiny.copy.rules[1:],
+      steps=4,
+      eval_every=2,
+      checkpoint_every=2,
+      train_size=16,
+      eval_size=8,
+      track_alignment=True,
+    ),
+  )
+  cfg = dataclasses.replace(
+    tiny,
+    exactness=ExactnessConfig(enabled=False),
+    copy=CopyConfig(enabled=False),
+    listops=dataclasses.replace(tiny.listops, enabled=False),
+    depth_sweep=toy,
+  )
+  paths = PaperPaths(root=tmp_path, profile="tiny")
+  pipeline.train_all(cfg, paths, Deadline(None))
+  first = runlog.read_json(paths.results / "depth_sweep.json")
+  assert (paths.runs / "depth_sweep" / "L2" / "online" / "checkpoints").is_dir()
+  online = first["rules"]["online"]
+  curve = first["runs"]["L2"]["rules"]["online"]["curve"]
+  assert curve["step"] == [0, 2, 4]
+  np.testing.assert_allclose(online["cos_bptt"]["L2"], np.mean(curve["cos_bptt"][1:], axis=0))
+  assert online["cos_bptt_at_init"]["L2"] == curve["cos_bptt"][0]
+  for key in ("cos_bptt_without_encoder", "norm_ratio_bptt", "test_acc", "final_test_acc"):
+    assert set(online[key]) == {"L1", "L2"} and len(online[key]["L1"]) == len(toy.copy.seeds)
+  pipeline.train_all(cfg, paths, Deadline(None))
+  second = runlog.read_json(paths.results / "depth_sweep.json")
+
+  def metrics(out):  # all but the wall times (the checkpoint keeps the one at its last save)
+    for run in out["runs"].values():
+      run["rules"]["online"].pop("wall_time_s")
+    return out
+
+  assert metrics(second) == metrics(first)

@@ -301,6 +301,13 @@ def dropout_mask(key: jax.Array | None, shape: tuple[int, ...], rate: float) -> 
   return keep.astype(jnp.float32) / (1.0 - rate)
 
 
+class BlockActivation(enum.Enum):
+  """What follows the recurrent layer inside an `LRUBlock` (the reference code's activation)."""
+
+  FULL_GLU = "full_glu"  # dropout(GLU(dropout(GELU(y)))): the paper's block
+  NONE = "none"  # dropout(y): no activation, no GLU (Table 1's one-layer GRU)
+
+
 class LRUBlock(nnx.Module):
   """Residual block: x + dropout(GLU(dropout(GELU(LRU(LayerNorm(x)))))), x [..., T, H].
 
@@ -308,7 +315,8 @@ class LRUBlock(nnx.Module):
   (shape [..., 1, H]), so that the block is the same function at every step, as the online
   rule needs; the keys come from the caller (no RNG state in the module). `recurrent` replaces
   the LRU by another layer with the same call signature (e.g. `dense_rnn.DenseRNN`); it is
-  still stored as `self.lru`."""
+  still stored as `self.lru`. `activation` NONE drops GELU and the GLU (x + dropout(y); the
+  GLU weights are not created)."""
 
   def __init__(
     self,
@@ -320,6 +328,7 @@ class LRUBlock(nnx.Module):
     max_phase: float = 2 * math.pi,
     key: jax.Array,
     recurrent: nnx.Module | None = None,
+    activation: BlockActivation = BlockActivation.FULL_GLU,
   ):
     k_lru, k_w1, k_w2 = jax.random.split(key, 3)
     # eps 1e-6 as in the reference LRU block (the attention stack uses 1e-5).
@@ -327,12 +336,17 @@ class LRUBlock(nnx.Module):
     if recurrent is None:
       recurrent = LRU(d_model, d_hidden, r_min=r_min, r_max=r_max, max_phase=max_phase, key=k_lru)
     self.lru = recurrent
-    self.glu_value = Dense(d_model, d_model, key=k_w1)
-    self.glu_gate = Dense(d_model, d_model, key=k_w2)
+    self.activation = activation
+    if activation is BlockActivation.FULL_GLU:
+      self.glu_value = Dense(d_model, d_model, key=k_w1)
+      self.glu_gate = Dense(d_model, d_model, key=k_w2)
 
   def post(self, x: jax.Array, y: jax.Array, masks: tuple | None = None) -> jax.Array:
-    """Everything after the LRU's output y: GELU, dropout, GLU, dropout, residual."""
+    """Everything after the LRU's output y: GELU, dropout, GLU, dropout, residual (NONE:
+    dropout, residual)."""
     m1, m2 = masks if masks is not None else (None, None)
+    if self.activation is BlockActivation.NONE:
+      return x + (y if m1 is None else y * m1)
     z = jax.nn.gelu(y)
     if m1 is not None:
       z = z * m1

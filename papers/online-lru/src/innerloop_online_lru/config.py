@@ -3,7 +3,7 @@
 Commands (from the repo root):
   uv run dvc repro online-lru                                   profile from params.yaml (cpu)
   uv run python -m innerloop_online_lru all --profile tiny      CI smoke, ≈ 1 min on 2 cores
-  uv run python -m innerloop_online_lru all --profile cpu       ≈ 16 min on 2 cores
+  uv run python -m innerloop_online_lru all --profile cpu       ≈ 26 min on 2 shared cores
   uv run python -m innerloop_online_lru train --profile full --budget-s 540   one GPU, in slices
 LRA data (full profile, and the cpu LRA stages when present) is user-provided: put
 `cifar-10-python.tar.gz`, `aclImdb_v1.tar.gz` and LRA's `listops/basic_{train,val,test}.tsv`
@@ -17,7 +17,8 @@ import dataclasses
 import enum
 import math
 
-from innerloop_core.lru import GradientRule
+from innerloop_core.config import added_field
+from innerloop_core.lru import BlockActivation, GradientRule
 from innerloop_online_lru.model import Cell
 
 ALL_RULES = (GradientRule.BPTT, GradientRule.ONLINE, GradientRule.ONE_STEP, GradientRule.SPATIAL)
@@ -47,6 +48,9 @@ class ModelConfig:
   r_max: float = 1.0
   max_phase: float = 2 * math.pi
   dropout: float = 0.1
+  # Table 1's one-layer GRU: no block activation, ReLU-MLP readout (0: a Dense decoder)
+  activation: BlockActivation = added_field(BlockActivation.FULL_GLU)
+  readout_width: int = added_field(0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +118,28 @@ class CopyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DepthSweepConfig:
+  """Fig 2A/B as the paper runs it: `copy` trained at every depth in `depths` (each run sets
+  copy.model.num_layers), alignment with BPTT's gradient read at every evaluation (every
+  copy.eval_every steps) during training, and the test bit accuracy per depth."""
+
+  enabled: bool = True
+  depths: tuple[int, ...] = (1, 2, 3, 4, 5)
+  # the sheet's Fig 2A/B row: 128/64, dropout 0.1, batch 50, lr 1e-3, lr_factor 0.5, wd 0,
+  # 25 epochs × 400 steps, alignment every 100 batches, seeds 201-210
+  copy: CopyConfig = CopyConfig(
+    model=ModelConfig(d_model=128, d_hidden=64, dropout=0.1),
+    optim=OptConfig(learning_rate=1e-3, lr_factor=0.5),
+    rules=(GradientRule.ONLINE,),
+    seeds=tuple(range(201, 211)),
+    batch=50,
+    steps=25 * 400,
+    eval_every=100,
+    checkpoint_every=400,
+  )
+
+
+@dataclasses.dataclass(frozen=True)
 class ClassifyConfig:
   """Sequence classification with pool_st and a loss at every valid step (Table 2)."""
 
@@ -145,10 +171,12 @@ class ClassifyConfig:
 class Config:
   exactness: ExactnessConfig = ExactnessConfig()
   alignment: AlignmentConfig = AlignmentConfig()
+  depth_sweep: DepthSweepConfig = DepthSweepConfig()
   copy: CopyConfig = CopyConfig()
   copy_dense: CopyConfig = CopyConfig(enabled=False, cell=Cell.DENSE_LINEAR)
   copy_gru: CopyConfig = CopyConfig(enabled=False, cell=Cell.GRU)
   copy_gru_reference: CopyConfig = CopyConfig(enabled=False, cell=Cell.GRU_REFERENCE_SNAP)
+  copy_gru_1l: CopyConfig = CopyConfig(enabled=False, cell=Cell.GRU)
   listops: ClassifyConfig = ClassifyConfig()
   digits: ClassifyConfig = ClassifyConfig(task=Task.DIGITS, max_len=64)
   lra_listops: ClassifyConfig = ClassifyConfig(task=Task.LISTOPS)
@@ -161,6 +189,7 @@ class Config:
 TINY = Config(
   exactness=ExactnessConfig(depths=(1,)),
   alignment=AlignmentConfig(enabled=False),
+  depth_sweep=DepthSweepConfig(enabled=False),  # a toy sweep is unit-tested instead
   copy=CopyConfig(
     pattern_length=5,
     pad=3,
@@ -213,22 +242,32 @@ _COPY_MINI_GRU = dataclasses.replace(
   model=ModelConfig(d_model=48, d_hidden=48, num_layers=2, dropout=0.0),
 )
 
+_COPY_MINI = CopyConfig(
+  pattern_length=10,
+  pad=5,
+  model=ModelConfig(d_model=64, d_hidden=32, num_layers=2, dropout=0.0),
+  optim=OptConfig(learning_rate=3e-3, lr_factor=0.5),
+  rules=ALL_RULES,
+  seeds=(201, 202, 203),
+  batch=32,
+  steps=2_000,
+  eval_every=200,
+  checkpoint_every=500,
+  train_size=20_000,
+  eval_size=1_000,
+)
+
 CPU = Config(
   alignment=AlignmentConfig(),
-  copy=CopyConfig(
-    pattern_length=10,
-    pad=5,
-    model=ModelConfig(d_model=64, d_hidden=32, num_layers=2, dropout=0.0),
-    optim=OptConfig(learning_rate=3e-3, lr_factor=0.5),
-    rules=ALL_RULES,
-    seeds=(201, 202, 203),
-    batch=32,
-    steps=2_000,
-    eval_every=200,
-    checkpoint_every=500,
-    train_size=20_000,
-    eval_size=1_000,
+  # Fig 2A/B during training on copy-mini: the online rule at L = 1..5, 3 seeds, 400 steps,
+  # alignment every 50 steps (8 readings after init); 348 s of training on 2 shared cores
+  # (L = 1: 38 s, L = 5: 105 s; widths 32 and 64 cost about the same there: per-op overhead).
+  depth_sweep=DepthSweepConfig(
+    copy=dataclasses.replace(
+      _COPY_MINI, rules=(GradientRule.ONLINE,), steps=400, eval_every=50, checkpoint_every=200
+    )
   ),
+  copy=_COPY_MINI,
   copy_dense=_COPY_MINI_DENSE,
   # Table 1's GRU row on copy-mini: N = d_model = 48 (about the LRU block's parameter count, as
   # the paper's 91 vs 128/64), lr_factor 1 as in the paper's GRU rows.
@@ -236,6 +275,20 @@ CPU = Config(
   # SnAp-1 with the reference code's σ(a)σ(1 − a) (only the online rule differs).
   copy_gru_reference=dataclasses.replace(
     _COPY_MINI_GRU, cell=Cell.GRU_REFERENCE_SNAP, rules=(GradientRule.ONLINE,)
+  ),
+  # Table 1's one-layer GRU on copy-mini: width 64 and a ReLU-MLP readout 8× wider (the
+  # paper: 134 and 1072), no block activation; BPTT and SnAp-1 only (the claim's gap)
+  copy_gru_1l=dataclasses.replace(
+    _COPY_MINI_GRU,
+    model=ModelConfig(
+      d_model=64,
+      d_hidden=64,
+      num_layers=1,
+      dropout=0.0,
+      activation=BlockActivation.NONE,
+      readout_width=512,
+    ),
+    rules=(GradientRule.BPTT, GradientRule.ONLINE),
   ),
   digits=ClassifyConfig(
     enabled=True,
@@ -295,6 +348,18 @@ FULL = Config(
   copy_gru=_FULL_GRU,
   copy_gru_reference=dataclasses.replace(
     _FULL_GRU, cell=Cell.GRU_REFERENCE_SNAP, rules=(GradientRule.ONLINE,)
+  ),
+  # Table 1's one-layer GRU: d 134, no block activation, ReLU-MLP readout of width 1072
+  copy_gru_1l=dataclasses.replace(
+    _FULL_GRU,
+    model=ModelConfig(
+      d_model=134,
+      d_hidden=134,
+      num_layers=1,
+      dropout=0.1,
+      activation=BlockActivation.NONE,
+      readout_width=1072,
+    ),
   ),
   listops=ClassifyConfig(
     enabled=True,

@@ -29,6 +29,7 @@ from innerloop_online_lru.config import (
   ClassifyConfig,
   Config,
   CopyConfig,
+  DepthSweepConfig,
   ModelConfig,
   OnlineImpl,
   OptConfig,
@@ -40,6 +41,9 @@ from innerloop_tasks.copy_task import CopySpec, copy_batch, loss_mask
 # The recurrent group of the official optimiser (B moves out under b_fast_and_decay).
 RECURRENT = ("nu_log", "theta_log", "gamma_log", "B_re", "B_im", "A")
 COPY_DATA_SEED = 1919  # the copy data set: example i is copy_batch(fold_in(key(1919), i))
+# Alignment is also read without the encoder: on the copy task its bias gradient dominates the
+# whole vector at init (zero inputs give LayerNorm a zero vector, whose sensitivity is 1/√ε).
+WITHOUT_ENCODER = ("encoder",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,12 +203,7 @@ def alignment_vs_depth(cfg: Config, paths: Paths) -> dict:
       c, r = M.alignment(online, bptt)
       cos[f"L{layers}"].append(float(c))
       ratio[f"L{layers}"].append(float(r))
-      # Without the encoder: on the copy task its bias gradient dominates the whole vector at
-      # init (zero inputs give LayerNorm a zero vector, whose sensitivity is 1/sqrt(eps)).
-      stack = [(k, v) for k, v in zip(_flat(online), _flat(bptt).values()) if "encoder" not in k]
-      a = np.concatenate([_flat(online)[k].ravel() for k, _ in stack])
-      b = np.concatenate([v.ravel() for _, v in stack])
-      cos_stack[f"L{layers}"].append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+      cos_stack[f"L{layers}"].append(float(M.alignment(online, bptt, WITHOUT_ENCODER)[0]))
     log(
       f"alignment L={layers}: cosine {np.mean(cos[f'L{layers}']):.3f}, "
       f"without encoder {np.mean(cos_stack[f'L{layers}']):.3f}"
@@ -226,10 +225,19 @@ def alignment_vs_depth(cfg: Config, paths: Paths) -> dict:
 
 
 def _fingerprint(*parts) -> str:
-  return core_config.fingerprint([core_config.to_dict(p) for p in parts])
+  # the dataclasses themselves, so that `added_field`s at their defaults are left out
+  return core_config.fingerprint(list(parts))
 
 
 def copy_experiment(name: str, exp: CopyConfig, paths: Paths, deadline: Deadline) -> dict:
+  """Trains every rule of `exp` and writes results/<name>.json."""
+  out = train_copy(name, exp, paths, deadline)
+  runlog.write_json(paths.results / f"{name}.json", out)
+  return out
+
+
+def train_copy(name: str, exp: CopyConfig, paths: Paths, deadline: Deadline) -> dict:
+  """Every rule of `exp` on the copy task (checkpoints under runs/<name>/<rule>), summarised."""
   spec = CopySpec(pattern_length=exp.pattern_length, num_bits=exp.num_bits, pad=exp.pad)
   mask = loss_mask(spec)
   data_key = jax.random.key(COPY_DATA_SEED)
@@ -290,7 +298,9 @@ def copy_experiment(name: str, exp: CopyConfig, paths: Paths, deadline: Deadline
       def g(r):
         return jax.grad(lambda p: M.copy_loss(nnx.merge(graphdef, p)(x, rule=r), y, mask))(params)
 
-      metrics["cos_bptt"], metrics["norm_ratio_bptt"] = M.alignment(g(rule), g(GradientRule.BPTT))
+      g_rule, g_bptt = g(rule), g(GradientRule.BPTT)
+      metrics["cos_bptt"], metrics["norm_ratio_bptt"] = M.alignment(g_rule, g_bptt)
+      metrics["cos_bptt_without_encoder"] = M.alignment(g_rule, g_bptt, WITHOUT_ENCODER)[0]
       return metrics
 
     out["rules"][rule.value] = _train_rule(
@@ -300,7 +310,42 @@ def copy_experiment(name: str, exp: CopyConfig, paths: Paths, deadline: Deadline
   if "bptt" in acc and "online" in acc:
     out["online_gap"] = acc["bptt"] - acc["online"]  # BPTT minus the online rule (SnAp-1)
   out["cell"] = exp.cell.value
-  runlog.write_json(paths.results / f"{name}.json", out)
+  return out
+
+
+def depth_sweep(name: str, sweep: DepthSweepConfig, paths: Paths, deadline: Deadline) -> dict:
+  """Fig 2A/B as the paper runs it: the copy network of every depth L trained (`train_copy`,
+  checkpoints under runs/<name>/L<L>/<rule>), alignment with BPTT's gradient read at every
+  evaluation during training. Per rule and depth, every seed's alignment is the mean of its
+  readings after step 0 (step 0, at initialisation, is kept apart as `*_at_init`)."""
+  if not sweep.copy.track_alignment:
+    raise core_config.ConfigError(f"{name}.copy.track_alignment must be true (it is the point)")
+  out: dict[str, Any] = {"depths": list(sweep.depths), "seeds": list(sweep.copy.seeds), "runs": {}}
+  for layers in sweep.depths:
+    exp = dataclasses.replace(
+      sweep.copy, model=dataclasses.replace(sweep.copy.model, num_layers=layers)
+    )
+    out["runs"][f"L{layers}"] = train_copy(f"{name}/L{layers}", exp, paths, deadline)
+  out["T"] = out["runs"][f"L{sweep.depths[0]}"]["T"]
+  out["rules"] = {}
+  for rule in sweep.copy.rules:
+    summary: dict[str, dict[str, list[float]]] = {}
+    for layers in sweep.depths:
+      run = out["runs"][f"L{layers}"]["rules"][rule.value]
+      curve = run["curve"]
+      later = np.array(curve["step"]) > 0
+      for key in ("cos_bptt", "cos_bptt_without_encoder", "norm_ratio_bptt"):
+        readings = np.array(curve[key])  # [evaluations, seeds]
+        summary.setdefault(key, {})[f"L{layers}"] = readings[later].mean(0).tolist()
+        summary.setdefault(f"{key}_at_init", {})[f"L{layers}"] = readings[~later][0].tolist()
+      summary.setdefault("test_acc", {})[f"L{layers}"] = run["best"]["test_acc"]
+      summary.setdefault("final_test_acc", {})[f"L{layers}"] = run["final"]["test_acc"]
+      log(
+        f"{name} {rule.value} L={layers}: test acc {np.mean(run['best']['test_acc']):.4f}; "
+        f"cosine during training {np.mean(summary['cos_bptt'][f'L{layers}']):.3f}, without "
+        f"encoder {np.mean(summary['cos_bptt_without_encoder'][f'L{layers}']):.3f}"
+      )
+    out["rules"][rule.value] = summary
   return out
 
 
@@ -318,6 +363,8 @@ def _network_init(d_input: int, d_output: int, m: ModelConfig, cell: M.Cell):
       r_max=m.r_max,
       max_phase=m.max_phase,
       cell=cell,
+      activation=m.activation,
+      readout_width=m.readout_width,
       key=key,
     )
 

@@ -6,13 +6,14 @@ paper's figure values are unknown to us (sheet §5), so no published points are 
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 
 from innerloop_core import figures as F
 from innerloop_core import runlog
 from innerloop_core.cli import PaperPaths
 from innerloop_online_lru.config import Config
-from innerloop_online_lru.pipeline import CLASSIFY
+from innerloop_online_lru.pipeline import CLASSIFY, COPY
 
 RULE_COLORS = {"bptt": "#222222", "online": "#1f77b4", "1-step": "#ff7f0e", "spatial": "#d62728"}
 
@@ -44,6 +45,52 @@ def fig2_alignment(res: dict, paths: PaperPaths) -> None:
     paths.figures / "fig2_alignment_vs_depth.png",
     _note(paths, f" · {len(res['seeds'])} seeds"),
   )
+
+
+def fig2_depth_sweep(res: dict, paths: PaperPaths) -> None:
+  """Fig 2A/B as the paper runs it: accuracy and alignment vs depth, networks trained online."""
+  depths = res["depths"]
+  fig, ax = F.subplots(1, 4)
+
+  def per_depth(i, values, label, color, linestyle="-"):
+    vals = np.array([values[f"L{d}"] for d in depths])  # [depths, seeds]
+    ax[0, i].errorbar(
+      depths,
+      vals.mean(1),
+      yerr=vals.std(1),
+      marker="o",
+      capsize=3,
+      label=label,
+      color=color,
+      linestyle=linestyle,
+    )
+    ax[0, i].plot(np.repeat(depths, vals.shape[1]), vals.ravel(), ".", color="#888", ms=3)
+    ax[0, i].set(xlabel="number of layers L", xticks=depths)
+
+  for rule, r in _ordered(res["rules"]).items():
+    color = RULE_COLORS.get(rule, "#888888")
+    per_depth(0, r["test_acc"], rule, color)
+    per_depth(1, r["cos_bptt"], "during training", color)
+    per_depth(1, r["cos_bptt_without_encoder"], "during training, without encoder", "#2ca02c")
+    per_depth(1, r["cos_bptt_at_init"], "at init (step 0)", "#888888", ":")
+    per_depth(2, r["norm_ratio_bptt"], "during training", color)
+    per_depth(2, r["norm_ratio_bptt_at_init"], "at init (step 0)", "#888888", ":")
+  shades = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(depths)))
+  for d, shade in zip(depths, shades, strict=True):
+    for rule, run in res["runs"][f"L{d}"]["rules"].items():
+      c = run["curve"]
+      F.plot_seeds(ax[0, 3], c["step"], np.array(c["cos_bptt"]).T, f"L={d} ({rule})", shade)
+  ax[0, 0].legend()
+  ax[0, 0].set(ylabel="test bit accuracy (best val)", title="Fig 2A: copy task, trained online")
+  ax[0, 1].legend()
+  ax[0, 1].set(ylabel="cosine(online, BPTT)", title="Fig 2B: alignment (mean over readings)")
+  ax[0, 2].set(ylabel="‖online‖ / ‖BPTT‖", title="gradient norm ratio")
+  ax[0, 3].legend()
+  ax[0, 3].set(
+    xlabel="training step", ylabel="cosine(online, BPTT)", title="alignment over training"
+  )
+  note = f" · T={res['T']} · {len(res['seeds'])} seeds · readings every eval after step 0"
+  F.savefig(fig, paths.figures / "fig2_depth_sweep.png", _note(paths, note))
 
 
 def _ordered(rules: dict) -> dict:
@@ -108,7 +155,9 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
   paths.figures.mkdir(parents=True, exist_ok=True)
   if cfg.alignment.enabled:
     fig2_alignment(runlog.read_json(paths.results / "alignment.json"), paths)
-  for name in ("copy", "copy_dense", "copy_gru", "copy_gru_reference"):
+  if cfg.depth_sweep.enabled:
+    fig2_depth_sweep(runlog.read_json(paths.results / "depth_sweep.json"), paths)
+  for name in COPY:
     if getattr(cfg, name).enabled:
       copy_rules(name, runlog.read_json(paths.results / f"{name}.json"), paths)
   for name in CLASSIFY:

@@ -26,6 +26,7 @@ from flax import nnx
 
 from innerloop_core.dense_rnn import GRU, DenseRNN
 from innerloop_core.lru import (
+  BlockActivation,
   Dense,
   GradientRule,
   LRUBlock,
@@ -52,8 +53,22 @@ class Readout(enum.Enum):
   POOL_ST = "pool_st"  # decoder on the causal running mean, straight-through (LRA)
 
 
+class ReluMLP(nnx.Module):
+  """Per-step readout Dense → ReLU → Dense (Table 1's one-layer GRU: width 1072)."""
+
+  def __init__(self, d_input: int, width: int, d_output: int, *, key: jax.Array):
+    k_hidden, k_out = jax.random.split(key)
+    self.hidden = Dense(d_input, width, key=k_hidden)
+    self.out = Dense(width, d_output, key=k_out)
+
+  def __call__(self, z: jax.Array) -> jax.Array:
+    """[..., H] -> [..., O]."""
+    return self.out(jax.nn.relu(self.hidden(z)))
+
+
 class Network(nnx.Module):
-  """Dense encoder → L residual LRU blocks → per-step Dense decoder (logits)."""
+  """Dense encoder → L residual LRU blocks → per-step decoder (logits): Dense, or a ReLU MLP
+  of width `readout_width` when it is > 0."""
 
   def __init__(
     self,
@@ -67,6 +82,8 @@ class Network(nnx.Module):
     r_max: float = 1.0,
     max_phase: float = 2 * math.pi,
     cell: Cell = Cell.LRU,
+    activation: BlockActivation = BlockActivation.FULL_GLU,
+    readout_width: int = 0,
     key: jax.Array,
   ):
     k_enc, k_dec, k_blocks = jax.random.split(key, 3)
@@ -89,10 +106,14 @@ class Network(nnx.Module):
           max_phase=max_phase,
           key=k,
           recurrent=dense,
+          activation=activation,
         )
       )
     self.blocks = nnx.List(blocks)
-    self.decoder = Dense(d_model, d_output, key=k_dec)
+    if readout_width > 0:
+      self.decoder = ReluMLP(d_model, readout_width, d_output, key=k_dec)
+    else:
+      self.decoder = Dense(d_model, d_output, key=k_dec)
 
   def block_masks(self, dropout_key, batch: tuple[int, ...], rate: float) -> list:
     """Per-block dropout masks [*batch, 1, H] (None entries when no dropout)."""
@@ -264,14 +285,17 @@ def stream_grads(
   return total, grads
 
 
-def flat_vector(state) -> jax.Array:
-  """All leaves of a gradient State as one vector (for cosines and norm ratios)."""
-  return jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(state)])
+def flat_vector(state, exclude: tuple[str, ...] = ()) -> jax.Array:
+  """All leaves of a gradient State as one vector (for cosines and norm ratios), except those
+  of the top-level submodules named in `exclude` (e.g. "encoder")."""
+  leaves = jax.tree_util.tree_leaves_with_path(state)
+  return jnp.concatenate([jnp.ravel(v) for path, v in leaves if path[0].key not in exclude])
 
 
-def alignment(g: Any, g_ref: Any) -> tuple[jax.Array, jax.Array]:
-  """(cosine, ‖g‖ / ‖g_ref‖) of two gradients over all parameters."""
-  a, b = flat_vector(g), flat_vector(g_ref)
+def alignment(g: Any, g_ref: Any, exclude: tuple[str, ...] = ()) -> tuple[jax.Array, jax.Array]:
+  """(cosine, ‖g‖ / ‖g_ref‖) of two gradients over all parameters (but the `exclude`d
+  submodules')."""
+  a, b = flat_vector(g, exclude), flat_vector(g_ref, exclude)
   return jnp.dot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)), jnp.linalg.norm(
     a
   ) / jnp.linalg.norm(b)

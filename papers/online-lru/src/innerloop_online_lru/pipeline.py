@@ -9,6 +9,7 @@ from innerloop_core.train import Deadline
 from innerloop_online_lru import experiments
 from innerloop_online_lru.config import Config
 
+COPY = ("copy", "copy_dense", "copy_gru", "copy_gru_reference", "copy_gru_1l")
 CLASSIFY = ("listops", "digits", "lra_listops", "lra_imdb", "lra_scifar", "table3_scifar_dense")
 
 
@@ -26,10 +27,13 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
         paths.runs / f"{name}.json", key, lambda m=measure: m(cfg, run_paths)
       )
       runlog.write_json(paths.results / f"{name}.json", out)
-  for name in ("copy", "copy_dense", "copy_gru", "copy_gru_reference"):
+  for name in COPY:
     exp = getattr(cfg, name)
     if exp.enabled:
       experiments.copy_experiment(name, exp, run_paths, deadline)
+  if cfg.depth_sweep.enabled:
+    out = experiments.depth_sweep("depth_sweep", cfg.depth_sweep, run_paths, deadline)
+    runlog.write_json(paths.results / "depth_sweep.json", out)
   for name in CLASSIFY:
     exp = getattr(cfg, name)
     if exp.enabled:
