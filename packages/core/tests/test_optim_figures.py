@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -94,3 +95,23 @@ def test_cosine_schedules_end_at_the_final_fraction(schedule):
   assert float(lr(peak)) == pytest.approx(4e-4, rel=1e-6)
   default = learning_rate_schedule(dataclasses.replace(cfg, final_lr_fraction=0.0), 100)
   assert float(default(100)) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", [OptimizerName.ADAMW, OptimizerName.SGD])
+def test_decay_exclude_leaves_the_named_parameters_undecayed(name):
+  # Zero gradients: every change is weight decay. "nu" (also nested) must not move.
+  params = {"nu": jnp.ones(2), "w": jnp.ones(2), "block": {"nu": jnp.ones(3)}}
+  cfg = OptimConfig(name=name, learning_rate=0.1, weight_decay=0.5, decay_exclude=("nu",))
+  tx = make_optimizer(cfg, num_steps=10)
+  grads = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_array_equal(np.asarray(updates["nu"]), 0.0)
+  np.testing.assert_array_equal(np.asarray(updates["block"]["nu"]), 0.0)
+  np.testing.assert_allclose(np.asarray(updates["w"]), -0.1 * 0.5, rtol=1e-6)
+
+
+def test_decay_exclude_without_weight_decay_is_a_config_error():
+  from innerloop_core.config import ConfigError
+
+  with pytest.raises(ConfigError, match="decay_exclude"):
+    make_optimizer(OptimConfig(decay_exclude=("nu",)), num_steps=10)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+import jax
 import optax
 
 from innerloop_core.config import ConfigError, added_field
@@ -40,6 +41,9 @@ class OptimConfig:
   # COSINE and WARMUP_COSINE: the learning rate ends at this fraction of its peak. Added after runs existed, so it
   # stays out of checkpoint fingerprints at its default.
   final_lr_fraction: float = added_field(0.0)
+  # Parameters (by attribute name anywhere on their path, e.g. "nu") that weight decay leaves
+  # alone: a decay parameter pulled toward 0 would drag every λ toward σ(0) = 0.5.
+  decay_exclude: tuple[str, ...] = added_field(())
 
 
 def learning_rate_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
@@ -62,6 +66,21 @@ def learning_rate_schedule(cfg: OptimConfig, num_steps: int) -> optax.Schedule:
   )
 
 
+def _decay_mask(cfg: OptimConfig):
+  """None (decay everything) or a function params -> bool tree: False on excluded names."""
+  if not cfg.decay_exclude:
+    return None
+  excluded = set(cfg.decay_exclude)
+
+  def mask(params):
+    def keep(path, _):
+      return not any(getattr(k, "key", getattr(k, "name", None)) in excluded for k in path)
+
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+  return mask
+
+
 def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransformation:
   """Builds the optax chain: [element-wise clip] -> [global-norm clip] -> optimizer."""
   if cfg.learning_rate <= 0:
@@ -70,6 +89,11 @@ def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransforma
     value = getattr(cfg, name)
     if value is not None and value <= 0:
       raise ConfigError(f"optim.{name} must be > 0 or none, got {value}")
+  if cfg.decay_exclude and (cfg.name is OptimizerName.ADAM or not cfg.weight_decay):
+    raise ConfigError(
+      f"optim.decay_exclude={cfg.decay_exclude} needs weight decay: name adamw or sgd with "
+      f"weight_decay > 0 (got name {cfg.name.value}, weight_decay {cfg.weight_decay})"
+    )
   lr = learning_rate_schedule(cfg, num_steps)
   chain = []
   if cfg.clip_elementwise is not None:
@@ -79,10 +103,12 @@ def make_optimizer(cfg: OptimConfig, num_steps: int) -> optax.GradientTransforma
   if cfg.name is OptimizerName.ADAM:
     chain.append(optax.adam(lr, b1=cfg.b1, b2=cfg.b2))
   elif cfg.name is OptimizerName.ADAMW:
-    chain.append(optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+    chain.append(
+      optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=_decay_mask(cfg))
+    )
   elif cfg.name is OptimizerName.SGD:
     if cfg.weight_decay:  # coupled L2 decay, as torch.optim.SGD(weight_decay=...)
-      chain.append(optax.add_decayed_weights(cfg.weight_decay))
+      chain.append(optax.add_decayed_weights(cfg.weight_decay, mask=_decay_mask(cfg)))
     chain.append(optax.sgd(lr))
   else:
     raise ConfigError(
