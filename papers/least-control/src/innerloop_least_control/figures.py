@@ -20,6 +20,7 @@ METHOD_COLORS = {
   "lcp-di": F.COLORS["trained"],
   "lcp-kp": F.COLORS["gd++"],
   "lcp-lf": F.COLORS["interpolated"],
+  "lcp-lf-jac": "#bcbd22",
   "lcp-ebd": F.COLORS["other"],
 }
 

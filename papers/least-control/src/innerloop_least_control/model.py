@@ -13,8 +13,9 @@ Parameters live in an nnx.Module (for the shared training loop) and are read int
 dict for the maps, which are pure functions of (params, x, v). Weights are stored as
 (fan_out, fan_in) like torch.nn.Linear and initialised like it, U(±1/√fan_in) for weights
 and biases, as in the reference code. `fw`, `fd` are the Kolen–Pollack feedback copies of W
-and D (same shapes), named `fb_<weight>`; `q` is the linear-feedback buffer (C, N). They
-exist only when a method needs them, and never enter f or dec.
+and D (same shapes), named `fb_<weight>`; `q` is the linear-feedback buffer (C, N), zero
+(our LF_JAC rule) or N(0, 1/C) (the reference code's Q = qᵀ). They exist only when a method
+needs them, and never enter f or dec.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ class Arch(enum.Enum):
   CONV_FF = "conv-ff"
 
 
+class BufferInit(enum.Enum):
+  """The linear-feedback buffer q at initialisation."""
+
+  ZERO = "zero"  # ours (LF_JAC): q tracks the Jacobian from nothing
+  NORMAL = "normal"  # the reference code: N(0, 1/C) entries
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   arch: Arch = Arch.RNN
@@ -47,9 +55,13 @@ class ModelConfig:
   num_classes: int = 10
   kp_feedback: bool = False  # Kolen–Pollack feedback weights fw, fd
   linear_feedback: bool = False  # the LF buffer q
+  buffer_init: BufferInit = BufferInit.ZERO
 
   def __post_init__(self):
     object.__setattr__(self, "arch", parse_enum(self.arch, Arch, "model.arch"))
+    object.__setattr__(
+      self, "buffer_init", parse_enum(self.buffer_init, BufferInit, "model.buffer_init")
+    )
 
   @property
   def state_size(self) -> int:
@@ -99,7 +111,13 @@ class EquilibriumNet(nnx.Module):
         fb = jax.random.normal(k, p[name].shape)
         p[FEEDBACK_PREFIX + name] = fb / jnp.linalg.norm(fb)
     if cfg.linear_feedback:
-      p[BUFFER] = jnp.zeros((cfg.num_classes, cfg.state_size), jnp.float32)
+      shape = (cfg.num_classes, cfg.state_size)
+      if cfg.buffer_init is BufferInit.NORMAL:
+        # Its own key (folded in), so the forward weights match the other methods' at a seed.
+        k_q = jax.random.fold_in(key, 1)
+        p[BUFFER] = jax.random.normal(k_q, shape) / jnp.sqrt(cfg.num_classes)
+      else:
+        p[BUFFER] = jnp.zeros(shape, jnp.float32)
     for name, value in p.items():
       setattr(self, name, nnx.Param(value))
 
@@ -128,6 +146,13 @@ def implicit_map(p: Params, x: jax.Array, v: jax.Array, arch: Arch) -> jax.Array
     return drive + jnp.tanh(v) @ p["w"].T + p["b"]
   h = p["w"].shape[0]
   return jnp.concatenate([drive, jnp.tanh(v[:, :h]) @ p["w"].T + p["b"]], axis=1)
+
+
+def activation_slope(v: jax.Array, arch: Arch) -> jax.Array:
+  """σ'(v) of the state's nonlinearity (tanh; ReLU for conv-ff), elementwise, (B, N)."""
+  if arch is Arch.CONV_FF:
+    return (v > 0).astype(v.dtype)
+  return 1.0 - jnp.tanh(v) ** 2
 
 
 def decoder(p: Params, v: jax.Array) -> jax.Array:
