@@ -15,6 +15,7 @@ from innerloop_least_control.model import (
   BufferInit,
   ModelConfig,
   forward_params,
+  hopfield_energy,
   implicit_map,
   init_params,
 )
@@ -191,7 +192,43 @@ def test_rows_parse_and_reject_bad_input():
   with pytest.raises(ConfigError, match="method must be one of"):
     Row.parse("rnn-hebb")
   assert Row.parse("conv-ff-lcp-kp").arch is Arch.CONV_FF
+  assert Row.parse("rnn-sym-ep") == Row("rnn-sym-ep", Arch.RNN_SYM, M.Method.EP, False)
+  with pytest.raises(ConfigError, match="ep needs rnn-sym"):
+    Row.parse("rnn-ep")
+  with pytest.raises(ConfigError, match="ep needs rnn-sym"):
+    Row.parse("rnn-sym-lcp-di")
   with pytest.raises(ConfigError, match="bp needs a feedforward arch"):
     Row.parse("rnn-bp")
   with pytest.raises(ConfigError, match="arch must be one of"):
     Row.parse("cnn-bp")
+
+
+def test_energy_gradient_is_the_slope_times_the_fixed_point_residual():
+  """∂E/∂v = ρ'(v) ⊙ (v − f(x, v)) for rnn-sym: the energy's stationary points are f's."""
+  with I.float64():
+    cfg, p, x, _ = _small(Arch.RNN_SYM)
+    p = jax.tree.map(lambda a: a.astype(jnp.float64), p)
+    x = x.astype(jnp.float64)
+    v = jax.random.normal(jax.random.key(4), (x.shape[0], cfg.hidden), jnp.float64)
+    grad = jax.grad(lambda vv: hopfield_energy(p, x, vv, cfg.arch))(v)
+    explicit = (1 - jnp.tanh(v) ** 2) * (v - implicit_map(p, x, v, cfg.arch))
+    np.testing.assert_allclose(grad, explicit, rtol=1e-12, atol=1e-12)
+
+
+def test_ep_update_tends_to_the_gradient_as_beta_shrinks():
+  """EP's −(1/β)[∂θ(E + βL)(v^β) − ∂θE(v⁰)] → −∇θ L (RBP) on rnn-sym, with an O(β) error."""
+  with I.float64():
+    cfg, p, x, y = _small(Arch.RNN_SYM)
+    p = jax.tree.map(lambda a: a.astype(jnp.float64), p)
+    x = x.astype(jnp.float64)
+    tight = SolverConfig(tol=1e-13, max_iter=5000)
+    rbp = M.rbp_gradient(p, x, y, cfg, M.GradConfig(forward=tight, backward=tight))
+    errors = []
+    for beta in (1e-1, 1e-2, 1e-3):
+      grad_cfg = M.GradConfig(ep_beta=beta, ep_solver=tight)
+      ep = jax.grad(M.training_loss)(p, x, y, None, cfg, M.Method.EP, M.ControlConfig(), grad_cfg)
+      num = sum(float(jnp.sum((ep[n] - rbp[n]) ** 2)) for n in rbp)
+      den = sum(float(jnp.sum(rbp[n] ** 2)) for n in rbp)
+      errors.append((num / den) ** 0.5)
+    assert errors[-1] < 1e-3, errors
+    assert errors[0] > 5 * errors[1] > 25 * errors[2], errors  # first order in β

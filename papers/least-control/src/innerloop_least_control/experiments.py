@@ -71,8 +71,13 @@ class Row:
     arch = core_config.parse_enum(arch_text, Arch, f"table.rows ({text!r}) arch")
     method_text = base[len(arch_text) + 1 :]
     method = core_config.parse_enum(method_text, M.Method, f"table.rows ({text!r}) method")
-    if method is M.Method.BP and arch is Arch.RNN:
+    if method is M.Method.BP and arch.recurrent:
       raise core_config.ConfigError(f"table.rows: {text!r}: bp needs a feedforward arch (use rbp)")
+    if (method is M.Method.EP) != (arch is Arch.RNN_SYM) and method is not M.Method.RBP:
+      raise core_config.ConfigError(
+        f"table.rows: {text!r}: ep needs rnn-sym (the one arch with an energy), which trains "
+        f"only by ep or rbp"
+      )
     if suffix and not method.is_lcp:
       raise core_config.ConfigError(f"table.rows: {text!r}: '@{suffix}' applies to lcp methods")
     return cls(text, arch, method, suffix == "weak", suffix == "free")
@@ -109,7 +114,7 @@ def _optimizer(table: Table, row: Row, num_steps: int) -> optax.GradientTransfor
       weight_decay=table.weight_decay,
       schedule=Schedule.COSINE,
       final_lr_fraction=0.1,
-      clip_global_norm=table.clip_rnn if row.arch is Arch.RNN else None,
+      clip_global_norm=table.clip_rnn if row.arch.recurrent else None,
     ),
     num_steps,
   )
@@ -263,7 +268,12 @@ def train_row(
   return entry
 
 
-BASELINE = {Arch.FF: "ff-bp", Arch.RNN: "rnn-rbp", Arch.CONV_FF: "conv-ff-bp"}
+BASELINE = {
+  Arch.FF: "ff-bp",
+  Arch.RNN: "rnn-rbp",
+  Arch.CONV_FF: "conv-ff-bp",
+  Arch.RNN_SYM: "rnn-sym-rbp",
+}
 
 
 def table1(

@@ -44,6 +44,13 @@ has ∇θ H = −(∂θ f)ᵀe* − (∂θ dec)ᵀu* (the least-control gradient
 Baselines: BP (ff only: autodiff through the 3-step forward pass), RBP (implicit
 differentiation of the free equilibrium: core.fixed_point), BPTT (autodiff through K
 unrolled Picard steps from v = 0).
+
+EP (equilibrium propagation, ours: not in the paper nor its code; rnn-sym only, the one model
+here with an energy E, see `model.energy`): a free phase v⁰ (the fixed point of f from rest)
+and a nudged phase v^β, the stationary point of E + β·L(dec(v)) relaxed from v⁰, which is the
+fixed point of v <- f(x, v) − β ∂L/∂ρ (the ρ' of ∂E/∂v cancels); then
+    Δθ ∝ −(1/β) [∂θ(E + βL)(v^β) − ∂θ E(v⁰)]  → −∇θ L(v⁰(θ)) as β → 0 (tested),
+a two-phase rule with an infinitesimal signal, the contrast the paper draws with least control.
 """
 
 from __future__ import annotations
@@ -67,8 +74,10 @@ from innerloop_least_control.model import (
   activation_slope,
   decoder,
   forward_params,
+  hopfield_energy,
   implicit_map,
   mean_cross_entropy,
+  readout,
   unrolled_forward,
   zero_state,
 )
@@ -83,6 +92,7 @@ class Method(enum.Enum):
   LCP_LF = "lcp-lf"  # linear feedback e = u q, q learned from a noisy run (reference code)
   LCP_LF_JAC = "lcp-lf-jac"  # ours: q tracks the batch-mean Jacobian from zero (deviation)
   LCP_EBD = "lcp-ebd"
+  EP = "ep"  # ours, not in the paper: equilibrium propagation (rnn-sym)
 
   @property
   def is_lcp(self) -> bool:
@@ -139,6 +149,9 @@ class GradConfig:
   forward: SolverConfig = SolverConfig(tol=1e-4, max_iter=200)  # RBP forward / evaluation
   backward: SolverConfig = SolverConfig(tol=1e-4, max_iter=200)  # RBP adjoint
   bptt_steps: int = 30
+  # EP (ours); added after runs were written (the other rows' fingerprints stay).
+  ep_beta: float = added_field(0.1)
+  ep_solver: SolverConfig = added_field(SolverConfig(tol=1e-6, max_iter=800))
 
 
 class Controlled(NamedTuple):
@@ -381,6 +394,37 @@ def lf_noise_estimate(
   return jnp.einsum("bc,bn->cn", dy, xi) / (sigma**2 * x.shape[0])
 
 
+def ep_phases(
+  p: Params, x: jax.Array, labels: jax.Array, cfg: ModelConfig, grad_cfg: GradConfig
+) -> tuple[jax.Array, jax.Array]:
+  """EP's free and nudged equilibria (v⁰, v^β), each (B, N); the nudged phase starts at v⁰."""
+  p = jax.lax.stop_gradient(p)
+  arch, beta = cfg.arch, grad_cfg.ep_beta
+  v0 = solve(lambda v: implicit_map(p, x, v, arch), zero_state(x, cfg), grad_cfg.ep_solver).value
+  dl_dr = jax.grad(lambda r: mean_cross_entropy(readout(p, r), labels))
+
+  def nudged(v):
+    return implicit_map(p, x, v, arch) - beta * dl_dr(jnp.tanh(v))
+
+  return v0, solve(nudged, v0, grad_cfg.ep_solver).value
+
+
+def ep_surrogate(
+  p: Params,
+  x: jax.Array,
+  labels: jax.Array,
+  v0: jax.Array,
+  vb: jax.Array,
+  arch: Arch,
+  beta: float,
+) -> jax.Array:
+  """[(E + βL)(v^β) − E(v⁰)]/β with the states held fixed: its θ-gradient is EP's estimate
+  of ∇θ L (the optimiser descends it)."""
+  v0, vb = jax.lax.stop_gradient((v0, vb))
+  nudged = hopfield_energy(p, x, vb, arch) + beta * mean_cross_entropy(decoder(p, vb), labels)
+  return (nudged - hopfield_energy(p, x, v0, arch)) / beta
+
+
 def training_loss(
   p: Params,
   x: jax.Array,
@@ -395,7 +439,7 @@ def training_loss(
   method feeds the optimiser (autodiff for BP/RBP/BPTT, the local rule for LCP)."""
   arch = cfg.arch
   if method is Method.BP:
-    if arch is Arch.RNN:
+    if arch.recurrent:
       raise ConfigError("method 'bp' needs a feedforward arch (use 'rbp' or 'bptt' for rnn)")
     return mean_cross_entropy(decoder(p, unrolled_forward(p, x, cfg)), labels)
   if method is Method.RBP:
@@ -406,6 +450,13 @@ def training_loss(
   if method is Method.BPTT:
     v = unrolled(lambda v: implicit_map(p, x, v, arch), zero_state(x, cfg), grad_cfg.bptt_steps)
     return mean_cross_entropy(decoder(p, v), labels)
+  if method is Method.EP:
+    if arch is not Arch.RNN_SYM:
+      raise ConfigError("method 'ep' needs an energy: use arch 'rnn-sym'")
+    v0, vb = ep_phases(p, x, labels, cfg, grad_cfg)
+    surrogate = ep_surrogate(p, x, labels, v0, vb, arch, grad_cfg.ep_beta)
+    ce = mean_cross_entropy(decoder(p, v0), labels)
+    return surrogate - jax.lax.stop_gradient(surrogate) + jax.lax.stop_gradient(ce)
   s, e, u = lcp_state(p, x, labels, cfg, ctrl, grad_cfg, method)
   surrogate = lcp_surrogate(p, x, s, update_control(p, x, s, e, arch, method), u, arch)
   if method is Method.LCP_KP:
@@ -446,8 +497,14 @@ def _conv_ff_map(px, v):
   return implicit_map(p, x, v, Arch.CONV_FF)
 
 
+def _rnn_sym_map(px, v):
+  p, x = px
+  return implicit_map(p, x, v, Arch.RNN_SYM)
+
+
 def _map_for(arch: Arch):
-  return {Arch.RNN: _rnn_map, Arch.FF: _ff_map, Arch.CONV_FF: _conv_ff_map}[arch]
+  maps = {Arch.RNN: _rnn_map, Arch.FF: _ff_map, Arch.CONV_FF: _conv_ff_map}
+  return {**maps, Arch.RNN_SYM: _rnn_sym_map}[arch]
 
 
 def lcp_update(
