@@ -46,9 +46,9 @@ differentiation of the free equilibrium: core.fixed_point), BPTT (autodiff throu
 unrolled Picard steps from v = 0).
 
 EP (equilibrium propagation, ours: not in the paper nor its code; rnn-sym only, the one model
-here with an energy E, see `model.energy`): a free phase v⁰ (the fixed point of f from rest)
-and a nudged phase v^β, the stationary point of E + β·L(dec(v)) relaxed from v⁰, which is the
-fixed point of v <- f(x, v) − β ∂L/∂ρ (the ρ' of ∂E/∂v cancels); then
+here with an energy E, see `model.hopfield_energy`): a free phase v⁰ (the fixed point of f
+from rest) and a nudged phase v^β, the stationary point of E + β·L(dec(v)) relaxed from v⁰,
+which is the fixed point of v <- f(x, v) − β ∂L/∂ρ (the ρ' of ∂E/∂v cancels); then
     Δθ ∝ −(1/β) [∂θ(E + βL)(v^β) − ∂θ E(v⁰)]  → −∇θ L(v⁰(θ)) as β → 0 (tested),
 a two-phase rule with an infinitesimal signal, the contrast the paper draws with least control.
 """
@@ -323,7 +323,7 @@ def lf_noise_signal(
 
   f: v (B, N) -> f(x, v); dec: v -> logits (B, C); dldy: y (B, C) -> ∂L/∂y; start.e unused."""
   sigma, t = ctrl.lf_noise, ctrl.lf_timescale
-  dt = 1.0 / t**2  # dt = 1 in the fast units of v
+  dt = 1.0 / t**2  # dt' = dt/T² (dt = 1): y, u_i and ε's drift; v steps by T²·dt' = 1
   k0, k_steps = jax.random.split(key)
   eps0 = jax.random.normal(k0, start.v.shape, start.v.dtype)
 
@@ -383,8 +383,8 @@ def lf_buffer_step(
 def lf_noise_estimate(
   p: Params, x: jax.Array, v: jax.Array, arch: Arch, key: jax.Array, sigma: float, solver
 ) -> jax.Array:
-  """LCP_LF_JAC's ΔQ_noise (C, N): batch mean of δy ξᵀ/σ², where ξ ~ N(0, σ²) perturbs the hidden
-  dynamics at v and δy is the linearised output response, δv = (∂f/∂v) δv + ξ,
+  """LCP_LF_JAC's ΔQ_noise (C, N): batch mean of δy ξᵀ/σ², where ξ ~ N(0, σ²) perturbs the
+  hidden dynamics at v and δy is the linearised output response, δv = (∂f/∂v) δv + ξ,
   δy = (∂dec/∂v) δv. Its expectation is the network's hidden-to-output Jacobian
   J_dec (I − ∂f/∂v)⁻¹, averaged over the batch (our rule; see README)."""
   xi = sigma * jax.random.normal(key, v.shape, v.dtype)
@@ -503,8 +503,12 @@ def _rnn_sym_map(px, v):
 
 
 def _map_for(arch: Arch):
-  maps = {Arch.RNN: _rnn_map, Arch.FF: _ff_map, Arch.CONV_FF: _conv_ff_map}
-  return {**maps, Arch.RNN_SYM: _rnn_sym_map}[arch]
+  return {
+    Arch.RNN: _rnn_map,
+    Arch.FF: _ff_map,
+    Arch.CONV_FF: _conv_ff_map,
+    Arch.RNN_SYM: _rnn_sym_map,
+  }[arch]
 
 
 def lcp_update(
