@@ -28,6 +28,7 @@ from innerloop_least_control import methods as M
 from innerloop_least_control.config import Alignment, Config, Table
 from innerloop_least_control.model import (
   Arch,
+  BufferInit,
   EquilibriumNet,
   ModelConfig,
   accuracy,
@@ -70,8 +71,13 @@ class Row:
     arch = core_config.parse_enum(arch_text, Arch, f"table.rows ({text!r}) arch")
     method_text = base[len(arch_text) + 1 :]
     method = core_config.parse_enum(method_text, M.Method, f"table.rows ({text!r}) method")
-    if method is M.Method.BP and arch is Arch.RNN:
+    if method is M.Method.BP and arch.recurrent:
       raise core_config.ConfigError(f"table.rows: {text!r}: bp needs a feedforward arch (use rbp)")
+    if (method is M.Method.EP) != (arch is Arch.RNN_SYM) and method is not M.Method.RBP:
+      raise core_config.ConfigError(
+        f"table.rows: {text!r}: ep needs rnn-sym (the one arch with an energy), which trains "
+        f"only by ep or rbp"
+      )
     if suffix and not method.is_lcp:
       raise core_config.ConfigError(f"table.rows: {text!r}: '@{suffix}' applies to lcp methods")
     return cls(text, arch, method, suffix == "weak", suffix == "free")
@@ -108,15 +114,14 @@ def _optimizer(table: Table, row: Row, num_steps: int) -> optax.GradientTransfor
       weight_decay=table.weight_decay,
       schedule=Schedule.COSINE,
       final_lr_fraction=0.1,
-      clip_global_norm=table.clip_rnn if row.arch is Arch.RNN else None,
+      clip_global_norm=table.clip_rnn if row.arch.recurrent else None,
     ),
     num_steps,
   )
-  if row.method is not M.Method.LCP_LF:
+  if not row.method.is_lf:
     return main
-  # q is a buffer estimated from noise, not a trained weight: plain SGD at lf_rate on its
-  # pseudo-gradient (see methods.training_loss), outside Adam and the clipping.
-  rate = row_control(table, row).lf_rate
+  # q is a buffer with its own learning rule, not a trained weight: its pseudo-gradient is
+  # −ΔQ (methods.training_loss), applied as it is, outside Adam, the schedule and the clipping.
 
   def labels(params):
     return jax.tree_util.tree_map_with_path(
@@ -124,7 +129,22 @@ def _optimizer(table: Table, row: Row, num_steps: int) -> optax.GradientTransfor
       params,
     )
 
-  return optax.multi_transform({"main": main, "buffer": optax.sgd(rate)}, labels)
+  return optax.multi_transform({"main": main, "buffer": optax.scale(-1.0)}, labels)
+
+
+# Methods whose rule changed after checkpoints were written: the revision enters their rows'
+# fingerprints, so their stale checkpoints are refused while every other row resumes.
+RULE_REVISION = {M.Method.LCP_LF: "reference-code noisy Q (issue 6)"}
+
+
+def row_fingerprint(table: Table, row: Row, num_train: int) -> str:
+  """The row's own settings: adding or removing other rows keeps its checkpoints valid."""
+  # Config objects rather than dicts, so fields added at their defaults stay out of the hash.
+  settings = {f.name: getattr(table, f.name) for f in dataclasses.fields(table) if f.name != "rows"}
+  key: dict[str, Any] = {"table": settings, "row": row.name, "n": num_train}
+  if row.method in RULE_REVISION:
+    key["rule"] = RULE_REVISION[row.method]
+  return core_config.fingerprint(key)
 
 
 def train_row(
@@ -137,7 +157,8 @@ def train_row(
     hidden=table.hidden,
     num_classes=ds.num_classes,
     kp_feedback=row.method is M.Method.LCP_KP,
-    linear_feedback=row.method is M.Method.LCP_LF,
+    linear_feedback=row.method.is_lf,
+    buffer_init=BufferInit.NORMAL if row.method is M.Method.LCP_LF else BufferInit.ZERO,
   )
   ctrl = row_control(table, row)
   steps_per_epoch = math.ceil(len(ds.y_train) / table.batch_size)
@@ -193,9 +214,7 @@ def train_row(
       out["acc_from_controlled"] = 100.0 * accuracy(decoder(p, v_ctrl), yb)
     return out
 
-  # The row's own settings: adding or removing other rows keeps this row's checkpoints valid.
-  settings = {k: v for k, v in core_config.to_dict(table).items() if k != "rows"}
-  fingerprint = core_config.fingerprint({"table": settings, "row": row.name, "n": len(ds.y_train)})
+  fingerprint = row_fingerprint(table, row, len(ds.y_train))
   res = train(
     name=f"least-control {row.name}",
     init=lambda key: EquilibriumNet(model_cfg, key),
@@ -249,7 +268,12 @@ def train_row(
   return entry
 
 
-BASELINE = {Arch.FF: "ff-bp", Arch.RNN: "rnn-rbp", Arch.CONV_FF: "conv-ff-bp"}
+BASELINE = {
+  Arch.FF: "ff-bp",
+  Arch.RNN: "rnn-rbp",
+  Arch.CONV_FF: "conv-ff-bp",
+  Arch.RNN_SYM: "rnn-sym-rbp",
+}
 
 
 def table1(

@@ -20,7 +20,9 @@ METHOD_COLORS = {
   "lcp-di": F.COLORS["trained"],
   "lcp-kp": F.COLORS["gd++"],
   "lcp-lf": F.COLORS["interpolated"],
+  "lcp-lf-jac": "#bcbd22",
   "lcp-ebd": F.COLORS["other"],
+  "ep": "#17becf",
 }
 
 
@@ -48,7 +50,7 @@ def table_figure(res: dict, paths: PaperPaths, name: str = "table1") -> None:
   ax[0, 0].set(ylabel="test accuracy (%)", ylim=(max(0, lo - 5), 100), title=title)
   for row_name, r in rows.items():
     ys = np.asarray(r["curve"]["test_acc"]).T  # seeds × evaluations
-    style = "-" if r["arch"] == "rnn" else "--"
+    style = "-" if r["arch"].startswith("rnn") else "--"
     F.plot_seeds(ax[0, 1], r["curve"]["epoch"], ys, row_name, METHOD_COLORS[r["method"]], style)
   ax[0, 1].set(xlabel="epoch", ylabel="test accuracy (%)", ylim=(max(0, lo - 10), 100))
   ax[0, 1].legend(ncol=2, fontsize=5)

@@ -6,6 +6,9 @@ Shape notation: B examples, D input features, H hidden units, C classes, N state
   ff   v = (v₁, v₂):  f(x, v) = (U x + b_in,  W tanh(v₁) + b)      a 2-hidden-layer tanh MLP
                       written as an equilibrium; it converges in 2 iterations from any v.
   rnn  f(x, v) = U x + b_in + W tanh(v) + b                           H fully recurrent units.
+  rnn-sym  the rnn with W replaced by (W + Wᵀ)/2 (ours, for equilibrium propagation): its
+       fixed points are the stationary points of the Hopfield energy `hopfield_energy` (no other
+       model here has one: ff's and rnn's interactions are not symmetric).
   dec(v) = D tanh(v_last) + c, v_last = v₂ (ff) or v (rnn)            (the readout)
   conv-ff  the convolutional ReLU chain of Table 2 (module `conv`, N = 34 272).
 
@@ -13,8 +16,9 @@ Parameters live in an nnx.Module (for the shared training loop) and are read int
 dict for the maps, which are pure functions of (params, x, v). Weights are stored as
 (fan_out, fan_in) like torch.nn.Linear and initialised like it, U(±1/√fan_in) for weights
 and biases, as in the reference code. `fw`, `fd` are the Kolen–Pollack feedback copies of W
-and D (same shapes), named `fb_<weight>`; `q` is the linear-feedback buffer (C, N). They
-exist only when a method needs them, and never enter f or dec.
+and D (same shapes), named `fb_<weight>`; `q` is the linear-feedback buffer (C, N), zero
+(our LF_JAC rule) or N(0, 1/C) (the reference code's Q = qᵀ). They exist only when a method
+needs them, and never enter f or dec.
 """
 
 from __future__ import annotations
@@ -37,6 +41,18 @@ class Arch(enum.Enum):
   FF = "ff"
   RNN = "rnn"
   CONV_FF = "conv-ff"
+  RNN_SYM = "rnn-sym"  # ours: symmetric W, so the network has an energy (EP)
+
+  @property
+  def recurrent(self) -> bool:
+    return self in (Arch.RNN, Arch.RNN_SYM)
+
+
+class BufferInit(enum.Enum):
+  """The linear-feedback buffer q at initialisation."""
+
+  ZERO = "zero"  # ours (LF_JAC): q tracks the Jacobian from nothing
+  NORMAL = "normal"  # the reference code: N(0, 1/C) entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +63,13 @@ class ModelConfig:
   num_classes: int = 10
   kp_feedback: bool = False  # Kolen–Pollack feedback weights fw, fd
   linear_feedback: bool = False  # the LF buffer q
+  buffer_init: BufferInit = BufferInit.ZERO
 
   def __post_init__(self):
     object.__setattr__(self, "arch", parse_enum(self.arch, Arch, "model.arch"))
+    object.__setattr__(
+      self, "buffer_init", parse_enum(self.buffer_init, BufferInit, "model.buffer_init")
+    )
 
   @property
   def state_size(self) -> int:
@@ -99,7 +119,13 @@ class EquilibriumNet(nnx.Module):
         fb = jax.random.normal(k, p[name].shape)
         p[FEEDBACK_PREFIX + name] = fb / jnp.linalg.norm(fb)
     if cfg.linear_feedback:
-      p[BUFFER] = jnp.zeros((cfg.num_classes, cfg.state_size), jnp.float32)
+      shape = (cfg.num_classes, cfg.state_size)
+      if cfg.buffer_init is BufferInit.NORMAL:
+        # Its own key (folded in), so the forward weights match the other methods' at a seed.
+        k_q = jax.random.fold_in(key, 1)
+        p[BUFFER] = jax.random.normal(k_q, shape) / jnp.sqrt(cfg.num_classes)
+      else:
+        p[BUFFER] = jnp.zeros(shape, jnp.float32)
     for name, value in p.items():
       setattr(self, name, nnx.Param(value))
 
@@ -124,10 +150,36 @@ def implicit_map(p: Params, x: jax.Array, v: jax.Array, arch: Arch) -> jax.Array
   if arch is Arch.CONV_FF:
     return conv.implicit_map(p, x, v)
   drive = x @ p["u"].T + p["b_in"]
-  if arch is Arch.RNN:
-    return drive + jnp.tanh(v) @ p["w"].T + p["b"]
+  if arch.recurrent:
+    return drive + jnp.tanh(v) @ recurrent_weight(p, arch).T + p["b"]
   h = p["w"].shape[0]
   return jnp.concatenate([drive, jnp.tanh(v[:, :h]) @ p["w"].T + p["b"]], axis=1)
+
+
+def recurrent_weight(p: Params, arch: Arch) -> jax.Array:
+  """W (H, H) as f uses it: symmetrised for rnn-sym."""
+  return 0.5 * (p["w"] + p["w"].T) if arch is Arch.RNN_SYM else p["w"]
+
+
+def hopfield_energy(p: Params, x: jax.Array, v: jax.Array, arch: Arch) -> jax.Array:
+  """Hopfield energy of rnn-sym (sum over the batch), ρ = tanh(v):
+      E(v) = Σ_i [v_i ρ_i − log cosh v_i] − ½ ρᵀ W_s ρ − (U x + b_in + b)ᵀ ρ,
+  the first term being ∫₀^ρ_i ρ⁻¹. Then ∂E/∂v = ρ'(v) ⊙ (v − f(x, v)): its stationary points
+  are the fixed points of f, and v̇ = f − v descends it (Hopfield 1984)."""
+  if arch is not Arch.RNN_SYM:
+    raise ValueError(f"arch {arch.value} has no energy (its interactions are not symmetric)")
+  r = jnp.tanh(v)
+  log_cosh = jnp.logaddexp(v, -v) - jnp.log(2.0)
+  drive = x @ p["u"].T + p["b_in"] + p["b"]
+  pair = jnp.sum((r @ recurrent_weight(p, arch)) * r)
+  return jnp.sum(v * r - log_cosh) - 0.5 * pair - jnp.sum(drive * r)
+
+
+def activation_slope(v: jax.Array, arch: Arch) -> jax.Array:
+  """σ'(v) of the state's nonlinearity (tanh; ReLU for conv-ff), elementwise, (B, N)."""
+  if arch is Arch.CONV_FF:
+    return (v > 0).astype(v.dtype)
+  return 1.0 - jnp.tanh(v) ** 2
 
 
 def decoder(p: Params, v: jax.Array) -> jax.Array:
@@ -135,7 +187,12 @@ def decoder(p: Params, v: jax.Array) -> jax.Array:
   if "lin2" in p:  # conv-ff: ReLU readout of the last linear block
     return conv.decoder(p, v)
   h = p["d"].shape[1]
-  return jnp.tanh(v[:, -h:]) @ p["d"].T + p["c"]
+  return readout(p, jnp.tanh(v[:, -h:]))
+
+
+def readout(p: Params, r: jax.Array) -> jax.Array:
+  """The decoder as a function of the last block's activity r = tanh(v_last): (B, H) -> (B, C)."""
+  return r @ p["d"].T + p["c"]
 
 
 def zero_state(x: jax.Array, cfg: ModelConfig) -> jax.Array:
@@ -158,7 +215,7 @@ def free_equilibrium_from(
 def unrolled_forward(p: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
   """A feedforward network's forward pass as (blocks + 1) Picard steps from v = 0 (3 for ff,
   6 for conv-ff): exact, since step k fixes block k."""
-  if cfg.arch is Arch.RNN:
+  if cfg.arch.recurrent:
     raise ValueError("unrolled_forward is for the feedforward archs (ff, conv-ff)")
   v = zero_state(x, cfg)
   for _ in range(3 if cfg.arch is Arch.FF else len(conv.BLOCKS) + 1):
