@@ -48,6 +48,13 @@ class Paths:
   runs: pathlib.Path
 
 
+RECURRENT = (Arch.RNN, Arch.CONV_RNN)  # no explicit forward pass: rbp / bptt, clipped
+CONV_RNN_METHODS = (M.Method.RBP, M.Method.BPTT, M.Method.LCP_DI)
+# Archs whose maps normalise with the batch's statistics (BatchNorm in train mode, as the
+# reference code at test time too): evaluated in consecutive test batches of the training size.
+BATCH_STATISTICS = (Arch.CONV_RNN,)
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
   name: str
@@ -70,8 +77,13 @@ class Row:
     arch = core_config.parse_enum(arch_text, Arch, f"table.rows ({text!r}) arch")
     method_text = base[len(arch_text) + 1 :]
     method = core_config.parse_enum(method_text, M.Method, f"table.rows ({text!r}) method")
-    if method is M.Method.BP and arch is Arch.RNN:
+    if method is M.Method.BP and arch in RECURRENT:
       raise core_config.ConfigError(f"table.rows: {text!r}: bp needs a feedforward arch (use rbp)")
+    if arch is Arch.CONV_RNN and method not in CONV_RNN_METHODS:
+      allowed = ", ".join(m.value for m in CONV_RNN_METHODS)
+      raise core_config.ConfigError(
+        f"table.rows: {text!r}: conv-rnn supports the methods {allowed} (as the reference code)"
+      )
     if suffix and not method.is_lcp:
       raise core_config.ConfigError(f"table.rows: {text!r}: '@{suffix}' applies to lcp methods")
     return cls(text, arch, method, suffix == "weak", suffix == "free")
@@ -104,11 +116,11 @@ def _optimizer(table: Table, row: Row, num_steps: int) -> optax.GradientTransfor
   main = make_optimizer(
     OptimConfig(
       name=table.optimizer,
-      learning_rate=table.learning_rate,
+      learning_rate=dict(table.row_learning_rates).get(row.name, table.learning_rate),
       weight_decay=table.weight_decay,
       schedule=Schedule.COSINE,
       final_lr_fraction=0.1,
-      clip_global_norm=table.clip_rnn if row.arch is Arch.RNN else None,
+      clip_global_norm=table.clip_rnn if row.arch in RECURRENT else None,
     ),
     num_steps,
   )
@@ -125,6 +137,31 @@ def _optimizer(table: Table, row: Row, num_steps: int) -> optax.GradientTransfor
     )
 
   return optax.multi_transform({"main": main, "buffer": optax.sgd(rate)}, labels)
+
+
+def free_logits_in_batches(
+  p, x: jax.Array, model_cfg: ModelConfig, table: Table
+) -> tuple[jax.Array, jax.Array]:
+  """Logits (N, C) at the free equilibrium of x (N, D), solved and read out in consecutive
+  batches of table.batch_size (the last one shorter), as the reference's unshuffled test
+  loader feeds a model that normalises with batch statistics; and the most solver iterations
+  any batch took."""
+
+  def one(xb):
+    sol = free_equilibrium(p, xb, model_cfg, table.eval_solver)
+    return decoder(p, sol.value), sol.iterations.astype(jnp.float32)
+
+  n, b = x.shape[0], table.batch_size
+  full = n - n % b
+  if full == 0:
+    return one(x)
+  logits, iters = jax.lax.map(one, x[:full].reshape(n // b, b, x.shape[1]))
+  logits, iters = logits.reshape(full, -1), jnp.max(iters)
+  if full < n:
+    rest_logits, rest_iters = one(x[full:])
+    logits = jnp.concatenate([logits, rest_logits])
+    iters = jnp.maximum(iters, rest_iters)
+  return logits, iters
 
 
 def train_row(
@@ -165,10 +202,13 @@ def train_row(
     if row.method is M.Method.BP:
       v = unrolled_forward(p, x, model_cfg)
       iters = jnp.asarray(0.0)  # no solver: the explicit forward pass
+      logits = decoder(p, v)
+    elif row.arch in BATCH_STATISTICS:
+      logits, iters = free_logits_in_batches(p, x, model_cfg, table)
     else:
       sol = free_equilibrium(p, x, model_cfg, table.eval_solver)
       v, iters = sol.value, sol.iterations.astype(jnp.float32)
-    logits = decoder(p, v)
+      logits = decoder(p, v)
     out = {
       "test_acc": 100.0 * accuracy(logits, y),
       "test_loss": mean_cross_entropy(logits, y),
@@ -194,8 +234,13 @@ def train_row(
     return out
 
   # The row's own settings: adding or removing other rows keeps this row's checkpoints valid.
-  settings = {k: v for k, v in core_config.to_dict(table).items() if k != "rows"}
-  fingerprint = core_config.fingerprint({"table": settings, "row": row.name, "n": len(ds.y_train)})
+  settings = {
+    k: v for k, v in core_config.to_dict(table).items() if k not in ("rows", "row_learning_rates")
+  }
+  own = {"table": settings, "row": row.name, "n": len(ds.y_train)}
+  if row.name in dict(table.row_learning_rates):
+    own["learning_rate"] = dict(table.row_learning_rates)[row.name]
+  fingerprint = core_config.fingerprint(own)
   res = train(
     name=f"least-control {row.name}",
     init=lambda key: EquilibriumNet(model_cfg, key),
@@ -249,7 +294,12 @@ def train_row(
   return entry
 
 
-BASELINE = {Arch.FF: "ff-bp", Arch.RNN: "rnn-rbp", Arch.CONV_FF: "conv-ff-bp"}
+BASELINE = {
+  Arch.FF: "ff-bp",
+  Arch.RNN: "rnn-rbp",
+  Arch.CONV_FF: "conv-ff-bp",
+  Arch.CONV_RNN: "conv-rnn-rbp",
+}
 
 
 def table1(

@@ -95,10 +95,11 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
     if "skipped" not in res:
       table_figure(res, paths)
       control_figure(res, paths)
-  if cfg.table2.enabled:
-    res = runlog.read_json(paths.results / "table2.json")
-    if "skipped" not in res:
-      table_figure(res, paths, "table2")
+  for name, table in (("table2", cfg.table2), ("table2_rnn", cfg.table2_rnn)):
+    if table.enabled:
+      res = runlog.read_json(paths.results / f"{name}.json")
+      if "skipped" not in res:
+        table_figure(res, paths, name)
   if cfg.alignment.enabled:
     al = runlog.read_json(paths.results / "alignment.json")
     if "skipped" not in al:

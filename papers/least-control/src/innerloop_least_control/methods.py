@@ -337,8 +337,18 @@ def _conv_ff_map(px, v):
   return implicit_map(p, x, v, Arch.CONV_FF)
 
 
+def _conv_rnn_map(px, v):
+  p, x = px
+  return implicit_map(p, x, v, Arch.CONV_RNN)
+
+
 def _map_for(arch: Arch):
-  return {Arch.RNN: _rnn_map, Arch.FF: _ff_map, Arch.CONV_FF: _conv_ff_map}[arch]
+  return {
+    Arch.RNN: _rnn_map,
+    Arch.FF: _ff_map,
+    Arch.CONV_FF: _conv_ff_map,
+    Arch.CONV_RNN: _conv_rnn_map,
+  }[arch]
 
 
 def lcp_update(

@@ -8,6 +8,7 @@ Shape notation: B examples, D input features, H hidden units, C classes, N state
   rnn  f(x, v) = U x + b_in + W tanh(v) + b                           H fully recurrent units.
   dec(v) = D tanh(v_last) + c, v_last = v₂ (ff) or v (rnn)            (the readout)
   conv-ff  the convolutional ReLU chain of Table 2 (module `conv`, N = 34 272).
+  conv-rnn the DEQ-style residual block of Table 2 (module `conv_rnn`, N = 48·S·S).
 
 Parameters live in an nnx.Module (for the shared training loop) and are read into a plain
 dict for the maps, which are pure functions of (params, x, v). Weights are stored as
@@ -28,7 +29,7 @@ from flax import nnx
 
 from innerloop_core.config import parse_enum
 from innerloop_core.fixed_point import Solution, SolverConfig, solve
-from innerloop_least_control import conv
+from innerloop_least_control import conv, conv_rnn
 
 Params = dict[str, jax.Array]
 
@@ -37,6 +38,7 @@ class Arch(enum.Enum):
   FF = "ff"
   RNN = "rnn"
   CONV_FF = "conv-ff"
+  CONV_RNN = "conv-rnn"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,11 +52,16 @@ class ModelConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "arch", parse_enum(self.arch, Arch, "model.arch"))
+    if self.arch is Arch.CONV_RNN and (self.kp_feedback or self.linear_feedback):
+      # As the reference code: its conv-rnn model supports RBP and LCP-DI only.
+      raise ValueError("conv-rnn has no feedback copies or LF buffer: use rbp, bptt or lcp-di")
 
   @property
   def state_size(self) -> int:
     if self.arch is Arch.CONV_FF:
       return conv.STATE_SIZE
+    if self.arch is Arch.CONV_RNN:
+      return conv_rnn.state_size(self.input_dim)
     return 2 * self.hidden if self.arch is Arch.FF else self.hidden
 
 
@@ -75,6 +82,8 @@ def _forward_init(cfg: ModelConfig, key: jax.Array):
     k_fwd, k_fb = jax.random.split(key)
     fed_back = ("conv1", "conv2", "lin1", "lin2", "d")
     return conv.init(k_fwd, cfg.num_classes), fed_back, jax.random.split(k_fb, len(fed_back))
+  if cfg.arch is Arch.CONV_RNN:
+    return conv_rnn.init(key, cfg.input_dim, cfg.num_classes), (), ()
   h, d, c = cfg.hidden, cfg.input_dim, cfg.num_classes
   k = jax.random.split(key, 8)
   p = {
@@ -123,6 +132,8 @@ def implicit_map(p: Params, x: jax.Array, v: jax.Array, arch: Arch) -> jax.Array
   """f(x, v): x (B, D), v (B, N) -> (B, N)."""
   if arch is Arch.CONV_FF:
     return conv.implicit_map(p, x, v)
+  if arch is Arch.CONV_RNN:
+    return conv_rnn.implicit_map(p, x, v)
   drive = x @ p["u"].T + p["b_in"]
   if arch is Arch.RNN:
     return drive + jnp.tanh(v) @ p["w"].T + p["b"]
@@ -134,6 +145,8 @@ def decoder(p: Params, v: jax.Array) -> jax.Array:
   """dec(v): (B, N) -> logits (B, C), read from the last hidden block."""
   if "lin2" in p:  # conv-ff: ReLU readout of the last linear block
     return conv.decoder(p, v)
+  if "dec_bn_scale" in p:  # conv-rnn: BatchNorm, average pooling, linear
+    return conv_rnn.decoder(p, v)
   h = p["d"].shape[1]
   return jnp.tanh(v[:, -h:]) @ p["d"].T + p["c"]
 
@@ -158,7 +171,7 @@ def free_equilibrium_from(
 def unrolled_forward(p: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
   """A feedforward network's forward pass as (blocks + 1) Picard steps from v = 0 (3 for ff,
   6 for conv-ff): exact, since step k fixes block k."""
-  if cfg.arch is Arch.RNN:
+  if cfg.arch in (Arch.RNN, Arch.CONV_RNN):
     raise ValueError("unrolled_forward is for the feedforward archs (ff, conv-ff)")
   v = zero_state(x, cfg)
   for _ in range(3 if cfg.arch is Arch.FF else len(conv.BLOCKS) + 1):
