@@ -23,9 +23,9 @@ from innerloop_core import config as core_config
 from innerloop_core import runlog
 from innerloop_core.optim import OptimConfig, Schedule, make_optimizer
 from innerloop_core.train import Deadline, LoopConfig, train
-from innerloop_least_control import identities
+from innerloop_least_control import identities, meta
 from innerloop_least_control import methods as M
-from innerloop_least_control.config import Alignment, Config, Table
+from innerloop_least_control.config import Alignment, Config, MetaLearning, Table
 from innerloop_least_control.model import (
   Arch,
   EquilibriumNet,
@@ -39,7 +39,7 @@ from innerloop_least_control.model import (
   params_of,
   unrolled_forward,
 )
-from innerloop_tasks import images
+from innerloop_tasks import glyphs, images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +342,92 @@ def run_table(
       out["gaps"][row_name] = entry["mean_test_acc"] - out["rows"][base]["mean_test_acc"]
   runlog.write_json(paths.results / f"{name}.json", out)
   return {"trained_rnn_lcp_di": trained, "dataset": ds}
+
+
+def meta_method(row: str) -> M.Method:
+  """ "inr-rbp" / "inr-lcp-di" -> the method (a clear error for anything else)."""
+  prefix = "inr-"
+  method = M.parse_method(row[len(prefix) :]) if row.startswith(prefix) else None
+  if method not in (M.Method.RBP, M.Method.LCP_DI):
+    raise core_config.ConfigError(f"meta.rows: {row!r}; allowed: 'inr-rbp', 'inr-lcp-di'")
+  return method
+
+
+def meta_learning(cfg: MetaLearning, paths: Paths, deadline: Deadline) -> dict[str, Any]:
+  """Meta-learns the INR initialisation θ with each row's meta-gradient (seeds vmapped) and
+  writes results/<profile>/meta.json: query PSNR on held-out text images after the inner solve,
+  and at θ itself (no adaptation)."""
+  spec = cfg.spec
+  methods = {row: meta_method(row) for row in cfg.rows}
+  train_s, train_q = meta.split_pixels(
+    glyphs.text_images(cfg.image_seeds[0], cfg.train_images, spec.side)
+  )
+  test_s, test_q = meta.split_pixels(
+    glyphs.text_images(cfg.image_seeds[1], cfg.test_images, spec.side)
+  )
+  data = tuple(jnp.asarray(a) for a in (train_s, train_q, test_s, test_q))
+  eval_every = max(1, cfg.steps // max(cfg.evals, 1))
+  settings = {k: v for k, v in core_config.to_dict(cfg).items() if k != "rows"}
+
+  def sample_batch(key, data):
+    idx = jax.random.randint(key, (cfg.batch_size,), 0, data[0].shape[0])
+    return data[0][idx], data[1][idx]
+
+  def evaluate(model, data):
+    theta = model.theta[...]
+    support, query = data[2], data[3]
+    phi = meta.adapt(spec, theta, support, cfg.solver)
+    return {
+      "test_psnr": meta.psnr(meta.readout(spec, phi.value), query),
+      "test_psnr_at_theta": meta.psnr(meta.readout(spec, meta.at_theta(theta, len(query))), query),
+      "inner_iterations": phi.iterations.astype(jnp.float32),
+    }
+
+  out: dict[str, Any] = {
+    "images": {"train": len(train_s), "test": len(test_s), "side": spec.side},
+    "num_weights": spec.num_weights,
+    "rows": {},
+  }
+  for row, method in methods.items():
+
+    def loss(model, batch, method=method):
+      return meta.meta_training_loss(model, *batch, spec, method, cfg.control, cfg.solver)
+
+    res = train(
+      name=f"least-control meta {row}",
+      init=lambda key: meta.MetaINR(spec, key),
+      sample_batch=sample_batch,
+      loss=loss,
+      optimizer=make_optimizer(OptimConfig(learning_rate=cfg.learning_rate), cfg.steps),
+      loop=LoopConfig(cfg.steps, eval_every=eval_every, checkpoint_every=eval_every),
+      seeds=tuple(range(cfg.seeds)),
+      run_dir=paths.runs / "meta" / row,
+      fingerprint=core_config.fingerprint({"meta": settings, "row": row}),
+      evaluate=evaluate,
+      deadline=deadline,
+      data=data,
+    )
+    hist = res.history
+    out["rows"][row] = {
+      "method": method.value,
+      "final_test_psnr": res.final("test_psnr"),
+      "mean_test_psnr": float(np.mean(res.final("test_psnr"))),
+      "initial_mean_test_psnr": float(np.mean(hist[0]["test_psnr"])),
+      "mean_test_psnr_at_theta": float(np.mean(res.final("test_psnr_at_theta"))),
+      "curve": {
+        "step": [h["step"] for h in hist],
+        "test_psnr": [h["test_psnr"] for h in hist],
+        "test_psnr_at_theta": [h["test_psnr_at_theta"] for h in hist],
+      },
+      "wall_time_s": round(res.wall_time_s, 1),
+    }
+    print(
+      f"[least-control] meta {row}: query PSNR {np.round(res.final('test_psnr'), 2).tolist()} "
+      f"dB (at init {out['rows'][row]['initial_mean_test_psnr']:.2f})",
+      file=sys.stderr,
+    )
+  runlog.write_json(paths.results / "meta.json", out)
+  return out
 
 
 def alignment(cfg: Config, paths: Paths, ds: images.Dataset, trained_model=None) -> dict[str, Any]:

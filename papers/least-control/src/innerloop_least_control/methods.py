@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -170,6 +171,42 @@ def controlled_equilibrium(
   sol = solve(
     lambda s: controlled_step(p, x, labels, s, cfg.arch, ctrl, method), start, ctrl.solver
   )
+  return sol.value, sol
+
+
+def di_step(
+  f: Callable[[jax.Array], jax.Array],
+  dec: Callable[[jax.Array], jax.Array],
+  error: Callable[[jax.Array], jax.Array],
+  s: Controlled,
+  ctrl: ControlConfig,
+  feedback: tuple[Callable, Callable] | None = None,
+) -> Controlled:
+  """One Euler step (dt = 1) of the DI controlled dynamics for any maps, every variable from
+  the old state: f: v (B, N) -> (B, N), dec: v -> y (B, C), error: y -> ∂L/∂y (B, C);
+  `feedback` = the (f, dec) the control travels back through (KP: the copies; default f, dec)."""
+  f_fb, dec_fb = feedback or (f, dec)
+  dldy = error(s.y)
+  u = ctrl.k_i * s.u_i - ctrl.k_p * dldy
+  _, vjp_f = jax.vjp(f_fb, s.v)
+  _, vjp_dec = jax.vjp(dec_fb, s.v)
+  e = vjp_f(s.e)[0] + vjp_dec(u)[0]
+  u_i = s.u_i + (-dldy - ctrl.alpha * s.u_i) / ctrl.tau_u
+  return Controlled(f(s.v) + s.e, dec(s.v) + u, u_i, e)
+
+
+def di_equilibrium(
+  f: Callable[[jax.Array], jax.Array],
+  dec: Callable[[jax.Array], jax.Array],
+  error: Callable[[jax.Array], jax.Array],
+  v0: jax.Array,
+  num_outputs: int,
+  ctrl: ControlConfig,
+) -> tuple[Controlled, Solution]:
+  """`di_step` iterated from v0 (B, N) with y, u_i and e at rest, to ctrl.solver's tolerance."""
+  zy = jnp.zeros((v0.shape[0], num_outputs), v0.dtype)
+  start = Controlled(v0, zy, zy, jnp.zeros_like(v0))
+  sol = solve(lambda s: di_step(f, dec, error, s, ctrl), start, ctrl.solver)
   return sol.value, sol
 
 

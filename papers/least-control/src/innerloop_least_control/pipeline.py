@@ -41,6 +41,8 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
     except images.DataNotProvided as e:
       print(f"[least-control] skipped {name}: {e}", file=sys.stderr)
       runlog.write_json(paths.results / f"{name}.json", {"skipped": str(e)})
+  if cfg.meta.enabled:
+    experiments.meta_learning(cfg.meta, run_paths, deadline)
   if cfg.alignment.enabled and (ds is not None or not cfg.table.enabled):
     if ds is None:
       ds = experiments.load_dataset(cfg.table, paths.root)
