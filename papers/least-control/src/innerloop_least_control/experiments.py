@@ -23,9 +23,9 @@ from innerloop_core import config as core_config
 from innerloop_core import runlog
 from innerloop_core.optim import OptimConfig, Schedule, make_optimizer
 from innerloop_core.train import Deadline, LoopConfig, train
-from innerloop_least_control import identities
+from innerloop_least_control import identities, meta
 from innerloop_least_control import methods as M
-from innerloop_least_control.config import Alignment, Config, Table
+from innerloop_least_control.config import Alignment, Config, MetaLearning, Table
 from innerloop_least_control.model import (
   Arch,
   BufferInit,
@@ -40,13 +40,19 @@ from innerloop_least_control.model import (
   params_of,
   unrolled_forward,
 )
-from innerloop_tasks import images
+from innerloop_tasks import glyphs, images
 
 
 @dataclasses.dataclass(frozen=True)
 class Paths:
   results: pathlib.Path
   runs: pathlib.Path
+
+
+CONV_RNN_METHODS = (M.Method.RBP, M.Method.BPTT, M.Method.LCP_DI)
+# Archs whose maps normalise with the batch's statistics (BatchNorm in train mode, as the
+# reference code at test time too): evaluated in consecutive test batches of the training size.
+BATCH_STATISTICS = (Arch.CONV_RNN,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +83,11 @@ class Row:
       raise core_config.ConfigError(
         f"table.rows: {text!r}: ep needs rnn-sym (the one arch with an energy), which trains "
         f"only by ep or rbp"
+      )
+    if arch is Arch.CONV_RNN and method not in CONV_RNN_METHODS:
+      allowed = ", ".join(m.value for m in CONV_RNN_METHODS)
+      raise core_config.ConfigError(
+        f"table.rows: {text!r}: conv-rnn supports the methods {allowed} (as the reference code)"
       )
     if suffix and not method.is_lcp:
       raise core_config.ConfigError(f"table.rows: {text!r}: '@{suffix}' applies to lcp methods")
@@ -110,7 +121,7 @@ def _optimizer(table: Table, row: Row, num_steps: int) -> optax.GradientTransfor
   main = make_optimizer(
     OptimConfig(
       name=table.optimizer,
-      learning_rate=table.learning_rate,
+      learning_rate=dict(table.row_learning_rates).get(row.name, table.learning_rate),
       weight_decay=table.weight_decay,
       schedule=Schedule.COSINE,
       final_lr_fraction=0.1,
@@ -145,6 +156,31 @@ def row_fingerprint(table: Table, row: Row, num_train: int) -> str:
   if row.method in RULE_REVISION:
     key["rule"] = RULE_REVISION[row.method]
   return core_config.fingerprint(key)
+
+
+def free_logits_in_batches(
+  p, x: jax.Array, model_cfg: ModelConfig, table: Table
+) -> tuple[jax.Array, jax.Array]:
+  """Logits (N, C) at the free equilibrium of x (N, D), solved and read out in consecutive
+  batches of table.batch_size (the last one shorter), as the reference's unshuffled test
+  loader feeds a model that normalises with batch statistics; and the most solver iterations
+  any batch took."""
+
+  def one(xb):
+    sol = free_equilibrium(p, xb, model_cfg, table.eval_solver)
+    return decoder(p, sol.value), sol.iterations.astype(jnp.float32)
+
+  n, b = x.shape[0], table.batch_size
+  full = n - n % b
+  if full == 0:
+    return one(x)
+  logits, iters = jax.lax.map(one, x[:full].reshape(n // b, b, x.shape[1]))
+  logits, iters = logits.reshape(full, -1), jnp.max(iters)
+  if full < n:
+    rest_logits, rest_iters = one(x[full:])
+    logits = jnp.concatenate([logits, rest_logits])
+    iters = jnp.maximum(iters, rest_iters)
+  return logits, iters
 
 
 def train_row(
@@ -186,10 +222,13 @@ def train_row(
     if row.method is M.Method.BP:
       v = unrolled_forward(p, x, model_cfg)
       iters = jnp.asarray(0.0)  # no solver: the explicit forward pass
+      logits = decoder(p, v)
+    elif row.arch in BATCH_STATISTICS:
+      logits, iters = free_logits_in_batches(p, x, model_cfg, table)
     else:
       sol = free_equilibrium(p, x, model_cfg, table.eval_solver)
       v, iters = sol.value, sol.iterations.astype(jnp.float32)
-    logits = decoder(p, v)
+      logits = decoder(p, v)
     out = {
       "test_acc": 100.0 * accuracy(logits, y),
       "test_loss": mean_cross_entropy(logits, y),
@@ -273,6 +312,7 @@ BASELINE = {
   Arch.RNN: "rnn-rbp",
   Arch.CONV_FF: "conv-ff-bp",
   Arch.RNN_SYM: "rnn-sym-rbp",
+  Arch.CONV_RNN: "conv-rnn-rbp",
 }
 
 
@@ -316,6 +356,92 @@ def run_table(
       out["gaps"][row_name] = entry["mean_test_acc"] - out["rows"][base]["mean_test_acc"]
   runlog.write_json(paths.results / f"{name}.json", out)
   return {"trained_rnn_lcp_di": trained, "dataset": ds}
+
+
+def meta_method(row: str) -> M.Method:
+  """ "inr-rbp" / "inr-lcp-di" -> the method (a clear error for anything else)."""
+  prefix = "inr-"
+  method = M.parse_method(row[len(prefix) :]) if row.startswith(prefix) else None
+  if method not in (M.Method.RBP, M.Method.LCP_DI):
+    raise core_config.ConfigError(f"meta.rows: {row!r}; allowed: 'inr-rbp', 'inr-lcp-di'")
+  return method
+
+
+def meta_learning(cfg: MetaLearning, paths: Paths, deadline: Deadline) -> dict[str, Any]:
+  """Meta-learns the INR initialisation θ with each row's meta-gradient (seeds vmapped) and
+  writes results/<profile>/meta.json: query PSNR on held-out text images after the inner solve,
+  and at θ itself (no adaptation)."""
+  spec = cfg.spec
+  methods = {row: meta_method(row) for row in cfg.rows}
+  train_s, train_q = meta.split_pixels(
+    glyphs.text_images(cfg.image_seeds[0], cfg.train_images, spec.side)
+  )
+  test_s, test_q = meta.split_pixels(
+    glyphs.text_images(cfg.image_seeds[1], cfg.test_images, spec.side)
+  )
+  data = tuple(jnp.asarray(a) for a in (train_s, train_q, test_s, test_q))
+  eval_every = max(1, cfg.steps // max(cfg.evals, 1))
+  settings = {k: v for k, v in core_config.to_dict(cfg).items() if k != "rows"}
+
+  def sample_batch(key, data):
+    idx = jax.random.randint(key, (cfg.batch_size,), 0, data[0].shape[0])
+    return data[0][idx], data[1][idx]
+
+  def evaluate(model, data):
+    theta = model.theta[...]
+    support, query = data[2], data[3]
+    phi = meta.adapt(spec, theta, support, cfg.solver)
+    return {
+      "test_psnr": meta.psnr(meta.readout(spec, phi.value), query),
+      "test_psnr_at_theta": meta.psnr(meta.readout(spec, meta.at_theta(theta, len(query))), query),
+      "inner_iterations": phi.iterations.astype(jnp.float32),
+    }
+
+  out: dict[str, Any] = {
+    "images": {"train": len(train_s), "test": len(test_s), "side": spec.side},
+    "num_weights": spec.num_weights,
+    "rows": {},
+  }
+  for row, method in methods.items():
+
+    def loss(model, batch, method=method):
+      return meta.meta_training_loss(model, *batch, spec, method, cfg.control, cfg.solver)
+
+    res = train(
+      name=f"least-control meta {row}",
+      init=lambda key: meta.MetaINR(spec, key),
+      sample_batch=sample_batch,
+      loss=loss,
+      optimizer=make_optimizer(OptimConfig(learning_rate=cfg.learning_rate), cfg.steps),
+      loop=LoopConfig(cfg.steps, eval_every=eval_every, checkpoint_every=eval_every),
+      seeds=tuple(range(cfg.seeds)),
+      run_dir=paths.runs / "meta" / row,
+      fingerprint=core_config.fingerprint({"meta": settings, "row": row}),
+      evaluate=evaluate,
+      deadline=deadline,
+      data=data,
+    )
+    hist = res.history
+    out["rows"][row] = {
+      "method": method.value,
+      "final_test_psnr": res.final("test_psnr"),
+      "mean_test_psnr": float(np.mean(res.final("test_psnr"))),
+      "initial_mean_test_psnr": float(np.mean(hist[0]["test_psnr"])),
+      "mean_test_psnr_at_theta": float(np.mean(res.final("test_psnr_at_theta"))),
+      "curve": {
+        "step": [h["step"] for h in hist],
+        "test_psnr": [h["test_psnr"] for h in hist],
+        "test_psnr_at_theta": [h["test_psnr_at_theta"] for h in hist],
+      },
+      "wall_time_s": round(res.wall_time_s, 1),
+    }
+    print(
+      f"[least-control] meta {row}: query PSNR {np.round(res.final('test_psnr'), 2).tolist()} "
+      f"dB (at init {out['rows'][row]['initial_mean_test_psnr']:.2f})",
+      file=sys.stderr,
+    )
+  runlog.write_json(paths.results / "meta.json", out)
+  return out
 
 
 def alignment(cfg: Config, paths: Paths, ds: images.Dataset, trained_model=None) -> dict[str, Any]:

@@ -89,6 +89,25 @@ def alignment_figure(al: dict, paths: PaperPaths) -> None:
   F.savefig(fig, paths.figures / "alignment.png", note=f"innerloop least-control · {paths.profile}")
 
 
+def meta_figure(res: dict, paths: PaperPaths) -> None:
+  """Query PSNR on held-out text images during meta-training, after the inner solve (solid)
+  and at θ itself (dotted)."""
+  fig, ax = F.subplots(1, 1, width=4.2, height=3.0)
+  for row_name, r in res["rows"].items():
+    color = METHOD_COLORS[r["method"]]
+    steps = r["curve"]["step"]
+    F.plot_seeds(ax[0, 0], steps, np.asarray(r["curve"]["test_psnr"]).T, row_name, color, "-")
+    at_theta = np.asarray(r["curve"]["test_psnr_at_theta"]).T
+    F.plot_seeds(ax[0, 0], steps, at_theta, f"{row_name} at θ", color, ":")
+  ax[0, 0].set(xlabel="meta-step", ylabel="query PSNR (dB)", title="meta-learned INR")
+  ax[0, 0].legend(fontsize=6)
+  note = (
+    f"innerloop least-control · profile {paths.profile} · text glyphs {res['images']['side']}² "
+    f"(ours: the paper's set-up is unknown) · {res['num_weights']} fast weights"
+  )
+  F.savefig(fig, paths.figures / "meta_inr.png", note=note)
+
+
 def render_all(cfg: Config, paths: PaperPaths) -> None:
   paths.figures.mkdir(parents=True, exist_ok=True)
   # A table whose user-provided data was absent holds only {"skipped": ...}: nothing to draw.
@@ -97,10 +116,13 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
     if "skipped" not in res:
       table_figure(res, paths)
       control_figure(res, paths)
-  if cfg.table2.enabled:
-    res = runlog.read_json(paths.results / "table2.json")
-    if "skipped" not in res:
-      table_figure(res, paths, "table2")
+  for name, table in (("table2", cfg.table2), ("table2_rnn", cfg.table2_rnn)):
+    if table.enabled:
+      res = runlog.read_json(paths.results / f"{name}.json")
+      if "skipped" not in res:
+        table_figure(res, paths, name)
+  if cfg.meta.enabled:
+    meta_figure(runlog.read_json(paths.results / "meta.json"), paths)
   if cfg.alignment.enabled:
     al = runlog.read_json(paths.results / "alignment.json")
     if "skipped" not in al:

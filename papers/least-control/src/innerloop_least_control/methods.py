@@ -185,17 +185,21 @@ def controlled_step(
   method: Method,
 ) -> Controlled:
   """One Euler step (dt = 1) of the controlled dynamics, all variables from the old state."""
+  if not method.is_lf:  # DI, KP: `di_step`, the control fed back through fb's VJPs
+    fb = feedback_params(p, method)
+    return di_step(
+      lambda v: implicit_map(p, x, v, arch),
+      lambda v: decoder(p, v),
+      lambda y: output_error(y, labels),
+      s,
+      ctrl,
+      feedback=(lambda v: implicit_map(fb, x, v, arch), lambda v: decoder(fb, v)),
+    )
   dldy = output_error(s.y, labels)
   u = ctrl.k_i * s.u_i - ctrl.k_p * dldy
-  if method.is_lf:
-    e = u @ p["q"]
-  else:
-    fb = feedback_params(p, method)
-    _, vjp_f = jax.vjp(lambda v: implicit_map(fb, x, v, arch), s.v)
-    _, vjp_dec = jax.vjp(lambda v: decoder(fb, v), s.v)
-    e = vjp_f(s.e)[0] + vjp_dec(u)[0]
-  # The reference's LF step feeds the new e = u q into v at once; DI, KP (and our LF_JAC)
-  # use the old e.
+  e = u @ p["q"]
+  # The reference's LF step feeds the new e = u q into v at once; our LF_JAC uses the old e,
+  # as DI and KP do.
   v = implicit_map(p, x, s.v, arch) + (e if method is Method.LCP_LF else s.e)
   y = decoder(p, s.v) + u
   u_i = s.u_i + (-dldy - ctrl.alpha * s.u_i) / ctrl.tau_u
@@ -219,6 +223,42 @@ def controlled_equilibrium(
   sol = solve(
     lambda s: controlled_step(p, x, labels, s, cfg.arch, ctrl, method), start, ctrl.solver
   )
+  return sol.value, sol
+
+
+def di_step(
+  f: Callable[[jax.Array], jax.Array],
+  dec: Callable[[jax.Array], jax.Array],
+  error: Callable[[jax.Array], jax.Array],
+  s: Controlled,
+  ctrl: ControlConfig,
+  feedback: tuple[Callable, Callable] | None = None,
+) -> Controlled:
+  """One Euler step (dt = 1) of the DI controlled dynamics for any maps, every variable from
+  the old state: f: v (B, N) -> (B, N), dec: v -> y (B, C), error: y -> ∂L/∂y (B, C);
+  `feedback` = the (f, dec) the control travels back through (KP: the copies; default f, dec)."""
+  f_fb, dec_fb = feedback or (f, dec)
+  dldy = error(s.y)
+  u = ctrl.k_i * s.u_i - ctrl.k_p * dldy
+  _, vjp_f = jax.vjp(f_fb, s.v)
+  _, vjp_dec = jax.vjp(dec_fb, s.v)
+  e = vjp_f(s.e)[0] + vjp_dec(u)[0]
+  u_i = s.u_i + (-dldy - ctrl.alpha * s.u_i) / ctrl.tau_u
+  return Controlled(f(s.v) + s.e, dec(s.v) + u, u_i, e)
+
+
+def di_equilibrium(
+  f: Callable[[jax.Array], jax.Array],
+  dec: Callable[[jax.Array], jax.Array],
+  error: Callable[[jax.Array], jax.Array],
+  v0: jax.Array,
+  num_outputs: int,
+  ctrl: ControlConfig,
+) -> tuple[Controlled, Solution]:
+  """`di_step` iterated from v0 (B, N) with y, u_i and e at rest, to ctrl.solver's tolerance."""
+  zy = jnp.zeros((v0.shape[0], num_outputs), v0.dtype)
+  start = Controlled(v0, zy, zy, jnp.zeros_like(v0))
+  sol = solve(lambda s: di_step(f, dec, error, s, ctrl), start, ctrl.solver)
   return sol.value, sol
 
 
@@ -502,12 +542,18 @@ def _rnn_sym_map(px, v):
   return implicit_map(p, x, v, Arch.RNN_SYM)
 
 
+def _conv_rnn_map(px, v):
+  p, x = px
+  return implicit_map(p, x, v, Arch.CONV_RNN)
+
+
 def _map_for(arch: Arch):
   return {
     Arch.RNN: _rnn_map,
     Arch.FF: _ff_map,
     Arch.CONV_FF: _conv_ff_map,
     Arch.RNN_SYM: _rnn_sym_map,
+    Arch.CONV_RNN: _conv_rnn_map,
   }[arch]
 
 

@@ -11,6 +11,7 @@ Shape notation: B examples, D input features, H hidden units, C classes, N state
        model here has one: ff's and rnn's interactions are not symmetric).
   dec(v) = D tanh(v_last) + c, v_last = v₂ (ff) or v (rnn)            (the readout)
   conv-ff  the convolutional ReLU chain of Table 2 (module `conv`, N = 34 272).
+  conv-rnn the DEQ-style residual block of Table 2 (module `conv_rnn`, N = 48·S·S).
 
 Parameters live in an nnx.Module (for the shared training loop) and are read into a plain
 dict for the maps, which are pure functions of (params, x, v). Weights are stored as
@@ -32,7 +33,7 @@ from flax import nnx
 
 from innerloop_core.config import parse_enum
 from innerloop_core.fixed_point import Solution, SolverConfig, solve
-from innerloop_least_control import conv
+from innerloop_least_control import conv, conv_rnn
 
 Params = dict[str, jax.Array]
 
@@ -42,10 +43,12 @@ class Arch(enum.Enum):
   RNN = "rnn"
   CONV_FF = "conv-ff"
   RNN_SYM = "rnn-sym"  # ours: symmetric W, so the network has an energy (EP)
+  CONV_RNN = "conv-rnn"
 
   @property
   def recurrent(self) -> bool:
-    return self in (Arch.RNN, Arch.RNN_SYM)
+    """No explicit forward pass: trained by rbp / bptt / local rules, clipped."""
+    return self in (Arch.RNN, Arch.RNN_SYM, Arch.CONV_RNN)
 
 
 class BufferInit(enum.Enum):
@@ -70,11 +73,16 @@ class ModelConfig:
     object.__setattr__(
       self, "buffer_init", parse_enum(self.buffer_init, BufferInit, "model.buffer_init")
     )
+    if self.arch is Arch.CONV_RNN and (self.kp_feedback or self.linear_feedback):
+      # As the reference code: its conv-rnn model supports RBP and LCP-DI only.
+      raise ValueError("conv-rnn has no feedback copies or LF buffer: use rbp, bptt or lcp-di")
 
   @property
   def state_size(self) -> int:
     if self.arch is Arch.CONV_FF:
       return conv.STATE_SIZE
+    if self.arch is Arch.CONV_RNN:
+      return conv_rnn.state_size(self.input_dim)
     return 2 * self.hidden if self.arch is Arch.FF else self.hidden
 
 
@@ -95,6 +103,8 @@ def _forward_init(cfg: ModelConfig, key: jax.Array):
     k_fwd, k_fb = jax.random.split(key)
     fed_back = ("conv1", "conv2", "lin1", "lin2", "d")
     return conv.init(k_fwd, cfg.num_classes), fed_back, jax.random.split(k_fb, len(fed_back))
+  if cfg.arch is Arch.CONV_RNN:
+    return conv_rnn.init(key, cfg.input_dim, cfg.num_classes), (), ()
   h, d, c = cfg.hidden, cfg.input_dim, cfg.num_classes
   k = jax.random.split(key, 8)
   p = {
@@ -149,6 +159,8 @@ def implicit_map(p: Params, x: jax.Array, v: jax.Array, arch: Arch) -> jax.Array
   """f(x, v): x (B, D), v (B, N) -> (B, N)."""
   if arch is Arch.CONV_FF:
     return conv.implicit_map(p, x, v)
+  if arch is Arch.CONV_RNN:
+    return conv_rnn.implicit_map(p, x, v)
   drive = x @ p["u"].T + p["b_in"]
   if arch.recurrent:
     return drive + jnp.tanh(v) @ recurrent_weight(p, arch).T + p["b"]
@@ -186,6 +198,8 @@ def decoder(p: Params, v: jax.Array) -> jax.Array:
   """dec(v): (B, N) -> logits (B, C), read from the last hidden block."""
   if "lin2" in p:  # conv-ff: ReLU readout of the last linear block
     return conv.decoder(p, v)
+  if "dec_bn_scale" in p:  # conv-rnn: BatchNorm, average pooling, linear
+    return conv_rnn.decoder(p, v)
   h = p["d"].shape[1]
   return readout(p, jnp.tanh(v[:, -h:]))
 

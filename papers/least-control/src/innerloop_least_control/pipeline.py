@@ -33,12 +33,16 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
       print(f"[least-control] skipped Table 1 and the alignment: {e}", file=sys.stderr)
       runlog.write_json(paths.results / "table1.json", {"skipped": str(e)})
       runlog.write_json(paths.results / "alignment.json", {"skipped": str(e)})
-  if cfg.table2.enabled:
+  for name, table in (("table2", cfg.table2), ("table2_rnn", cfg.table2_rnn)):
+    if not table.enabled:
+      continue
     try:
-      experiments.run_table(cfg.table2, "table2", run_paths, deadline, root=paths.root)
+      experiments.run_table(table, name, run_paths, deadline, root=paths.root)
     except images.DataNotProvided as e:
-      print(f"[least-control] skipped Table 2: {e}", file=sys.stderr)
-      runlog.write_json(paths.results / "table2.json", {"skipped": str(e)})
+      print(f"[least-control] skipped {name}: {e}", file=sys.stderr)
+      runlog.write_json(paths.results / f"{name}.json", {"skipped": str(e)})
+  if cfg.meta.enabled:
+    experiments.meta_learning(cfg.meta, run_paths, deadline)
   if cfg.alignment.enabled and (ds is not None or not cfg.table.enabled):
     if ds is None:
       ds = experiments.load_dataset(cfg.table, paths.root)
