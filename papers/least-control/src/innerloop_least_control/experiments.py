@@ -152,6 +152,8 @@ def row_fingerprint(table: Table, row: Row, num_train: int) -> str:
   """The row's own settings: adding or removing other rows keeps its checkpoints valid."""
   # Config objects rather than dicts, so fields added at their defaults stay out of the hash.
   settings = {f.name: getattr(table, f.name) for f in dataclasses.fields(table) if f.name != "rows"}
+  if not table.row_learning_rates:  # added after runs existed: out of the hash when unset
+    del settings["row_learning_rates"]
   key: dict[str, Any] = {"table": settings, "row": row.name, "n": num_train}
   if row.method in RULE_REVISION:
     key["rule"] = RULE_REVISION[row.method]
