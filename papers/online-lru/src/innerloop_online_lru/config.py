@@ -3,7 +3,7 @@
 Commands (from the repo root):
   uv run dvc repro online-lru                                   profile from params.yaml (cpu)
   uv run python -m innerloop_online_lru all --profile tiny      CI smoke, ≈ 1 min on 2 cores
-  uv run python -m innerloop_online_lru all --profile cpu       ≈ 26 min on 2 shared cores
+  uv run python -m innerloop_online_lru all --profile cpu       ≈ 17.5 min on 2 cores (measured)
   uv run python -m innerloop_online_lru train --profile full --budget-s 540   one GPU, in slices
 LRA data (full profile, and the cpu LRA stages when present) is user-provided: put
 `cifar-10-python.tar.gz`, `aclImdb_v1.tar.gz` and LRA's `listops/basic_{train,val,test}.tsv`
