@@ -45,7 +45,7 @@ def _batch(n=4):
 def test_sizes_and_a_clear_error_for_other_images():
   assert CFG.state_size == 48 * 8 * 8
   assert ModelConfig(arch="conv-rnn", input_dim=3072, hidden=0).state_size == 48 * 32 * 32
-  with pytest.raises(ValueError, match="input_dim=784"):
+  with pytest.raises(core_config.ConfigError, match="input_dim=784"):
     ModelConfig(arch=Arch.CONV_RNN, input_dim=784, hidden=0).state_size  # noqa: B018
 
 

@@ -115,3 +115,12 @@ def test_meta_rows_parse():
   assert meta_method("inr-lcp-di") is M.Method.LCP_DI
   with pytest.raises(core_config.ConfigError, match="inr-rbp"):
     meta_method("inr-lcp-kp")
+
+
+def test_bad_meta_settings_name_the_field():
+  from innerloop_least_control.config import MetaLearning
+
+  with pytest.raises(core_config.ConfigError, match="meta.spec.side"):
+    MetaLearning(spec=meta.INRSpec(side=9))
+  with pytest.raises(core_config.ConfigError, match="inner_rate"):
+    MetaLearning(spec=meta.INRSpec(inner_rate=0.0))

@@ -152,3 +152,24 @@ def test_stream_forward_matches_parallel_forward():
     want = net(x, readout=readout)[:, -1]
     got = stream_forward(net, x, readout=readout)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_alignment_without_the_encoder_equals_a_naive_cosine():
+  from innerloop_online_lru.model import alignment, flat_vector
+
+  g = nnx.state(_net(2, seed=4), nnx.Param)
+  g_ref = nnx.state(_net(2, seed=5), nnx.Param)
+
+  # Naive: the cosine over every leaf whose path does not start at the encoder.
+  def kept(state):
+    leaves = jax.tree_util.tree_leaves_with_path(state)
+    return np.concatenate(
+      [np.ravel(v) for p, v in leaves if not jax.tree_util.keystr(p).startswith("['encoder']")]
+    )
+
+  a, b = kept(g), kept(g_ref)
+  cos, ratio = alignment(g, g_ref, exclude=("encoder",))
+  np.testing.assert_allclose(cos, a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), rtol=1e-5)
+  np.testing.assert_allclose(ratio, np.linalg.norm(a) / np.linalg.norm(b), rtol=1e-5)
+  encoder_size = sum(np.size(v) for v in jax.tree.leaves(g["encoder"]))
+  assert flat_vector(g).size - flat_vector(g, ("encoder",)).size == encoder_size > 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from innerloop_core.config import added_field
+from innerloop_core.config import ConfigError, added_field
 from innerloop_core.fixed_point import SolverConfig
 from innerloop_core.optim import OptimizerName
 from innerloop_least_control.meta import INRSpec
@@ -90,6 +90,23 @@ class MetaLearning:
     alpha=1.0, k_i=1.0, solver=SolverConfig(tol=1e-5, max_iter=2000, per_leaf=True)
   )
   solver: SolverConfig = SolverConfig(tol=1e-5, max_iter=500)  # inner solve and its adjoint
+
+  def __post_init__(self):
+    checks = {
+      "meta.spec.side (>= 8, even: a checkerboard split)": self.spec.side >= 8
+      and self.spec.side % 2 == 0,
+      "meta.spec.frequencies, meta.spec.hidden (>= 1)": min(self.spec.frequencies, self.spec.hidden)
+      >= 1,
+      "meta.spec.prox, meta.spec.inner_rate (> 0)": min(self.spec.prox, self.spec.inner_rate) > 0,
+      "meta.train_images, meta.test_images, meta.batch_size, meta.seeds (>= 1)": min(
+        self.train_images, self.test_images, self.batch_size, self.seeds
+      )
+      >= 1,
+      "meta.steps (>= 0)": self.steps >= 0,
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+      raise ConfigError(f"invalid meta-learning settings: {'; '.join(bad)} (got {self})")
 
 
 @dataclasses.dataclass(frozen=True)

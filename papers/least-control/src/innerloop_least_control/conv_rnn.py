@@ -24,6 +24,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from innerloop_core.config import ConfigError
+
 CHANNELS = 48  # the state's feature maps
 INNER = 64  # conv₁'s output channels
 GROUPS = 8  # GroupNorm groups
@@ -36,9 +38,9 @@ def image_side(input_dim: int) -> int:
   """S from the flattened image width 3·S·S (a clear error for any other width)."""
   side = math.isqrt(input_dim // IMAGE_CHANNELS)
   if IMAGE_CHANNELS * side * side != input_dim or side % POOL:
-    raise ValueError(
+    raise ConfigError(
       f"conv-rnn needs 3-channel square images whose side is a multiple of {POOL} "
-      f"(input_dim = 3·S·S, e.g. 3072 for CIFAR-10); got input_dim={input_dim}"
+      f"(table.dataset: cifar10, input_dim = 3·S·S = 3072); got input_dim={input_dim}"
     )
   return side
 
