@@ -104,3 +104,53 @@ def test_mnist1d_style_is_deterministic_balanced_and_learnable():
     d = images.make_mnist1d_style(num_samples=2000, **kw)
     dist = ((d.x_test[:, None] - d.x_train[None]) ** 2).sum(-1)
     assert (d.y_train[dist.argmin(1)] == d.y_test).mean() > floor, kw
+
+
+def _write_omniglot(root, split, chars, drawers, as_zip):
+  """Writes 105×105 1-bit PNGs, black strokes on white as the release: character c, drawer d
+  has a black square whose side encodes (c, d)."""
+  import zipfile
+
+  from PIL import Image
+
+  expected = {}
+  files = {}
+  for c, (alphabet, char) in enumerate(chars):
+    for d in range(drawers):
+      img = np.full((105, 105), 255, np.uint8)
+      size = 15 + 10 * c + 5 * d
+      img[:size, :size] = 0
+      path = f"{split}/{alphabet}/{char}/{c:04d}_{d:02d}.png"
+      buf = __import__("io").BytesIO()
+      Image.fromarray(img).convert("1").save(buf, format="PNG")
+      files[path] = buf.getvalue()
+      expected[(c, d)] = size / 105.0
+  if as_zip:
+    with zipfile.ZipFile(root / f"{split}.zip", "w") as zf:
+      for path, data in files.items():
+        zf.writestr(path, data)
+  else:
+    for path, data in files.items():
+      (root / path).parent.mkdir(parents=True, exist_ok=True)
+      (root / path).write_bytes(data)
+  return expected
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_omniglot_round_trip(tmp_path, as_zip):
+  train_chars = [("Alpha", "character01"), ("Alpha", "character02"), ("Beta", "character01")]
+  test_chars = [("Gamma", "character01"), ("Gamma", "character02")]
+  train_exp = _write_omniglot(tmp_path, "images_background", train_chars, 3, as_zip)
+  _write_omniglot(tmp_path, "images_evaluation", test_chars, 3, as_zip)
+  train, test = images.load_omniglot(tmp_path, side=21)
+  assert train.shape == (3, 3, 21, 21) and test.shape == (2, 3, 21, 21)
+  assert train.dtype == np.float32 and train.min() >= 0.0 and train.max() <= 1.0
+  for (c, d), frac in train_exp.items():
+    # Inverted (strokes = 1); 105 = 5·21, so the box filter keeps the square's area exactly.
+    np.testing.assert_allclose(train[c, d].sum(), (frac * 21) ** 2, rtol=1e-5)
+    assert train[c, d, 0, 0] == 1.0 and train[c, d, -1, -1] == 0.0
+
+
+def test_omniglot_missing_is_data_not_provided(tmp_path):
+  with pytest.raises(images.DataNotProvided, match="images_background"):
+    images.load_omniglot(tmp_path)

@@ -11,6 +11,9 @@ Formats (as the original distributions ship them):
              (2051 images, 2049 labels), then the dimensions (N, rows, cols | N), then uint8.
   CIFAR-10   python pickles `data_batch_1..5`, `test_batch` (in `cifar-10-batches-py/` or
              the directory itself): b'data' N×3072 uint8, channel-major (3×32×32), b'labels'.
+  Omniglot   `images_background` (meta-train) and `images_evaluation` (meta-test), each a
+             folder or the `.zip` of the official repository: <alphabet>/<character>/*.png,
+             105×105 1-bit images, black strokes on white, one file per drawer.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import gzip
+import io
 import pathlib
 import pickle
 import struct
+import zipfile
 
 import numpy as np
+from PIL import Image
 
 from innerloop_core.config import parse_enum
 
@@ -236,6 +242,54 @@ def make_mnist1d_style(
     (length,),
     "mnist1d-style",
   )
+
+
+# ------------------------------------------------------------------------------ Omniglot
+OMNIGLOT_SPLITS = ("images_background", "images_evaluation")
+
+
+def _omniglot_files(directory: pathlib.Path, split: str) -> dict[str, list]:
+  """{"alphabet/character": [(name, reader), ...]} for one split, from the folder or its zip;
+  each reader returns the PNG's bytes."""
+  folder, archive = directory / split, directory / f"{split}.zip"
+  chars: dict[str, list] = {}
+  if folder.is_dir():
+    for png in sorted(folder.glob("*/*/*.png")):
+      chars.setdefault(f"{png.parent.parent.name}/{png.parent.name}", []).append(
+        (png.name, png.read_bytes)
+      )
+  elif archive.is_file():
+    zf = zipfile.ZipFile(archive)
+    for name in sorted(n for n in zf.namelist() if n.endswith(".png")):
+      parts = pathlib.PurePosixPath(name).parts
+      if len(parts) < 3:
+        continue
+      key = f"{parts[-3]}/{parts[-2]}"
+      chars.setdefault(key, []).append((parts[-1], lambda n=name: zf.read(n)))
+  else:
+    raise DataNotProvided(f"data not provided: neither {folder} nor {archive} exists")
+  if not chars:
+    raise DataNotProvided(f"data not provided: no <alphabet>/<character>/*.png under {split}")
+  return chars
+
+
+def load_omniglot(directory: str | pathlib.Path, side: int = 28) -> tuple[np.ndarray, np.ndarray]:
+  """(meta-train (C, I, side, side), meta-test (C', I, side, side)) float32 in [0, 1], strokes
+  = 1 (the PNGs are inverted), box-filtered down from 105×105; characters sorted by
+  alphabet/character, drawings by file name. I = the fewest drawings any character has (20 in
+  the official release)."""
+  directory = pathlib.Path(directory)
+  out = []
+  for split in OMNIGLOT_SPLITS:
+    chars = _omniglot_files(directory, split)
+    per_class = min(len(v) for v in chars.values())
+    arr = np.zeros((len(chars), per_class, side, side), np.float32)
+    for c, key in enumerate(sorted(chars)):
+      for i, (_, read) in enumerate(chars[key][:per_class]):
+        img = Image.open(io.BytesIO(read())).convert("L").resize((side, side), Image.Resampling.BOX)
+        arr[c, i] = 1.0 - np.asarray(img, np.float32) / 255.0
+    out.append(arr)
+  return out[0], out[1]
 
 
 def load(name: DatasetName | str, data_dir: str | pathlib.Path | None = None) -> Dataset:

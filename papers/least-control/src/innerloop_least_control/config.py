@@ -16,11 +16,12 @@ the rnn with symmetric W), optionally suffixed "@weak" for the weak-control devi
 from __future__ import annotations
 
 import dataclasses
+import enum
 
-from innerloop_core.config import ConfigError, added_field
+from innerloop_core.config import ConfigError, added_field, parse_enum
 from innerloop_core.fixed_point import SolverConfig
 from innerloop_core.optim import OptimizerName
-from innerloop_least_control.meta import INRSpec
+from innerloop_least_control.meta import FewShotSpec, INRSpec
 from innerloop_least_control.methods import ControlConfig, GradConfig
 from innerloop_tasks.images import DatasetName
 
@@ -36,6 +37,66 @@ TABLE1_ROWS = (
   "rnn-lcp-lf",
   "rnn-lcp-ebd",
 )
+
+
+class FewShotData(enum.Enum):
+  GLYPHS = "glyphs"  # procedural stroke glyphs rendered here (the offline stand-in)
+  OMNIGLOT = "omniglot"  # user-provided: images_background / images_evaluation (or their zips)
+
+
+@dataclasses.dataclass(frozen=True)
+class FewShotMeta:
+  """Meta-learned initialisation of a glyph classifier, 20-way 1-shot (`fewshot`): on
+  user-provided Omniglot (background classes for meta-training, evaluation classes for
+  meta-testing), or on its offline stand-in, procedural stroke glyphs
+  (`innerloop_tasks.glyphs`; meta-train and meta-test classes from different alphabets). The
+  paper's set-up is unknown without the PDF: the inner problem is ours (sheet §4's instance).
+  Rows "fewshot-<method>", method rbp (implicit gradient) or lcp-di."""
+
+  enabled: bool = True
+  dataset: FewShotData = FewShotData.GLYPHS
+  data_dir: str = ""  # Omniglot's folder (relative: to the paper directory)
+  spec: FewShotSpec = FewShotSpec()
+  train_classes: int = 1200  # glyphs only (Omniglot: all 964 / 659 classes)
+  test_classes: int = 200
+  drawings: int = 10  # drawings per class (glyphs: rendered; Omniglot: the first of its 20)
+  queries: int = 2  # query drawings per class and task
+  test_episodes: int = 200
+  alphabet_seeds: tuple[int, int] = (1, 2)  # stroke_alphabet seeds: meta-train, meta-test
+  render_seeds: tuple[int, int] = (3, 4)
+  episode_seed: int = 5  # the fixed meta-test episodes
+  batch_size: int = 4  # tasks per meta-step
+  steps: int = 300
+  learning_rate: float = 1e-3  # Adam on θ (3e-3 drove the inner map out of contraction)
+  seeds: int = 3
+  evals: int = 5
+  rows: tuple[str, ...] = ("fewshot-rbp", "fewshot-lcp-di")
+  # k_i/α = 1, as the INR rows (ours).
+  control: ControlConfig = ControlConfig(
+    alpha=1.0, k_i=1.0, solver=SolverConfig(tol=1e-4, max_iter=1000, per_leaf=True)
+  )
+  solver: SolverConfig = SolverConfig(tol=1e-5, max_iter=1000)  # inner solve and its adjoint
+
+  def __post_init__(self):
+    object.__setattr__(self, "dataset", parse_enum(self.dataset, FewShotData, "fewshot.dataset"))
+    sp = self.spec
+    checks = {
+      "fewshot.spec.ways (>= 2, <= fewshot.train_classes and fewshot.test_classes)": 2
+      <= sp.ways
+      <= min(self.train_classes, self.test_classes),
+      "fewshot.spec.side (>= 8)": sp.side >= 8,
+      "fewshot.spec.hidden (>= 1)": sp.hidden >= 1,
+      "fewshot.spec.prox, fewshot.spec.inner_rate (> 0)": min(sp.prox, sp.inner_rate) > 0,
+      "fewshot.queries (>= 1, < fewshot.drawings)": 1 <= self.queries < self.drawings,
+      "fewshot.test_episodes, fewshot.batch_size, fewshot.seeds (>= 1)": min(
+        self.test_episodes, self.batch_size, self.seeds
+      )
+      >= 1,
+      "fewshot.steps (>= 0)": self.steps >= 0,
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+      raise ConfigError(f"invalid few-shot settings: {'; '.join(bad)} (got {self})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +194,7 @@ class Config:
   table2_rnn: Table = Table(enabled=False, rows=TABLE2_RNN_ROWS)
   alignment: Alignment = Alignment()
   meta: MetaLearning = MetaLearning(enabled=False)
+  fewshot: FewShotMeta = FewShotMeta(enabled=False)
   identities: bool = True
 
 
@@ -177,11 +239,24 @@ PROFILES = {
       + ("rnn-sym-rbp", "rnn-sym-ep"),  # ours: EP, on the one model with an energy
     ),
     meta=MetaLearning(),
+    fewshot=FewShotMeta(),
   ),
   # One GPU, user-provided MNIST (Table 1): the reference code's settings at hidden 256.
   # Meta-learning: the paper's scale is unknown; the cpu problem, 10x longer, 5 seeds.
   "full": Config(
     meta=MetaLearning(steps=5000, seeds=5, test_images=1000, evals=10),
+    # Omniglot 20-way 1-shot (user-provided), 28×28 as is customary, 20 drawings per class.
+    fewshot=FewShotMeta(
+      dataset=FewShotData.OMNIGLOT,
+      data_dir="data/omniglot",
+      spec=FewShotSpec(side=28),
+      drawings=20,
+      steps=5000,
+      seeds=5,
+      batch_size=8,
+      test_episodes=1000,
+      evals=10,
+    ),
     table=Table(
       dataset=DatasetName.MNIST,
       data_dir="data/mnist",

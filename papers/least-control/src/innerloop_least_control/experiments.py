@@ -8,6 +8,7 @@ reports), one value per seed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pathlib
 import sys
@@ -25,7 +26,14 @@ from innerloop_core.optim import OptimConfig, Schedule, make_optimizer
 from innerloop_core.train import Deadline, LoopConfig, train
 from innerloop_least_control import identities, meta
 from innerloop_least_control import methods as M
-from innerloop_least_control.config import Alignment, Config, MetaLearning, Table
+from innerloop_least_control.config import (
+  Alignment,
+  Config,
+  FewShotData,
+  FewShotMeta,
+  MetaLearning,
+  Table,
+)
 from innerloop_least_control.model import (
   Arch,
   BufferInit,
@@ -360,13 +368,68 @@ def run_table(
   return {"trained_rnn_lcp_di": trained, "dataset": ds}
 
 
-def meta_method(row: str) -> M.Method:
-  """ "inr-rbp" / "inr-lcp-di" -> the method (a clear error for anything else)."""
-  prefix = "inr-"
+def meta_method(row: str, prefix: str, field: str) -> M.Method:
+  """ "<prefix>rbp" / "<prefix>lcp-di" -> the method (a clear error for anything else)."""
   method = M.parse_method(row[len(prefix) :]) if row.startswith(prefix) else None
   if method not in (M.Method.RBP, M.Method.LCP_DI):
-    raise core_config.ConfigError(f"meta.rows: {row!r}; allowed: 'inr-rbp', 'inr-lcp-di'")
+    raise core_config.ConfigError(f"{field}: {row!r}; allowed: '{prefix}rbp', '{prefix}lcp-di'")
   return method
+
+
+def train_meta_rows(
+  cfg: MetaLearning | FewShotMeta,
+  problem: meta.InnerProblem,
+  methods: dict[str, M.Method],
+  *,
+  name: str,
+  run_dir: pathlib.Path,
+  sample_batch,
+  evaluate,
+  data,
+  deadline: Deadline,
+) -> dict[str, Any]:
+  """Meta-learns θ with each row's meta-gradient (Adam, seeds vmapped, resumable); returns
+  the training results by row. The fingerprint is the settings without `rows`."""
+  settings = {k: v for k, v in core_config.to_dict(cfg).items() if k != "rows"}
+  eval_every = max(1, cfg.steps // max(cfg.evals, 1))
+  results = {}
+  for row, method in methods.items():
+
+    def loss(model, batch, method=method):
+      return meta.meta_training_loss(model, *batch, problem, method, cfg.control, cfg.solver)
+
+    results[row] = train(
+      name=f"least-control {name} {row}",
+      init=lambda key: meta.MetaInit(problem, key),
+      sample_batch=sample_batch,
+      loss=loss,
+      optimizer=make_optimizer(OptimConfig(learning_rate=cfg.learning_rate), cfg.steps),
+      loop=LoopConfig(cfg.steps, eval_every=eval_every, checkpoint_every=eval_every),
+      seeds=tuple(range(cfg.seeds)),
+      run_dir=run_dir / row,
+      fingerprint=core_config.fingerprint({name: settings, "row": row}),
+      evaluate=evaluate,
+      deadline=deadline,
+      data=data,
+    )
+  return results
+
+
+def meta_row_summary(res, method: M.Method, metric: str, at_theta: str | None) -> dict[str, Any]:
+  """A row's entry in the results file: the final and initial metric per seed, the curve."""
+  hist = res.history
+  keys = (metric,) + ((at_theta,) if at_theta else ())
+  out = {
+    "method": method.value,
+    f"final_{metric}": res.final(metric),
+    f"mean_{metric}": float(np.mean(res.final(metric))),
+    f"initial_mean_{metric}": float(np.mean(hist[0][metric])),
+    "curve": {"step": [h["step"] for h in hist], **{k: [h[k] for h in hist] for k in keys}},
+    "wall_time_s": round(res.wall_time_s, 1),
+  }
+  if at_theta:
+    out[f"mean_{at_theta}"] = float(np.mean(res.final(at_theta)))
+  return out
 
 
 def meta_learning(cfg: MetaLearning, paths: Paths, deadline: Deadline) -> dict[str, Any]:
@@ -374,7 +437,7 @@ def meta_learning(cfg: MetaLearning, paths: Paths, deadline: Deadline) -> dict[s
   writes results/<profile>/meta.json: query PSNR on held-out text images after the inner solve,
   and at θ itself (no adaptation)."""
   spec = cfg.spec
-  methods = {row: meta_method(row) for row in cfg.rows}
+  methods = {row: meta_method(row, "inr-", "meta.rows") for row in cfg.rows}
   train_s, train_q = meta.split_pixels(
     glyphs.text_images(cfg.image_seeds[0], cfg.train_images, spec.side)
   )
@@ -382,8 +445,6 @@ def meta_learning(cfg: MetaLearning, paths: Paths, deadline: Deadline) -> dict[s
     glyphs.text_images(cfg.image_seeds[1], cfg.test_images, spec.side)
   )
   data = tuple(jnp.asarray(a) for a in (train_s, train_q, test_s, test_q))
-  eval_every = max(1, cfg.steps // max(cfg.evals, 1))
-  settings = {k: v for k, v in core_config.to_dict(cfg).items() if k != "rows"}
 
   def sample_batch(key, data):
     idx = jax.random.randint(key, (cfg.batch_size,), 0, data[0].shape[0])
@@ -394,55 +455,132 @@ def meta_learning(cfg: MetaLearning, paths: Paths, deadline: Deadline) -> dict[s
     support, query = data[2], data[3]
     phi = meta.adapt(spec, theta, support, cfg.solver)
     return {
-      "test_psnr": meta.psnr(meta.readout(spec, phi.value), query),
-      "test_psnr_at_theta": meta.psnr(meta.readout(spec, meta.at_theta(theta, len(query))), query),
+      "test_psnr": spec.score(meta.readout(spec, query, phi.value), query),
+      "test_psnr_at_theta": spec.score(
+        meta.readout(spec, query, meta.at_theta(theta, len(query))), query
+      ),
       "inner_iterations": phi.iterations.astype(jnp.float32),
     }
 
+  results = train_meta_rows(
+    cfg,
+    spec,
+    methods,
+    name="meta",
+    run_dir=paths.runs / "meta",
+    sample_batch=sample_batch,
+    evaluate=evaluate,
+    data=data,
+    deadline=deadline,
+  )
   out: dict[str, Any] = {
     "images": {"train": len(train_s), "test": len(test_s), "side": spec.side},
     "num_weights": spec.num_weights,
     "rows": {},
   }
-  for row, method in methods.items():
-
-    def loss(model, batch, method=method):
-      return meta.meta_training_loss(model, *batch, spec, method, cfg.control, cfg.solver)
-
-    res = train(
-      name=f"least-control meta {row}",
-      init=lambda key: meta.MetaINR(spec, key),
-      sample_batch=sample_batch,
-      loss=loss,
-      optimizer=make_optimizer(OptimConfig(learning_rate=cfg.learning_rate), cfg.steps),
-      loop=LoopConfig(cfg.steps, eval_every=eval_every, checkpoint_every=eval_every),
-      seeds=tuple(range(cfg.seeds)),
-      run_dir=paths.runs / "meta" / row,
-      fingerprint=core_config.fingerprint({"meta": settings, "row": row}),
-      evaluate=evaluate,
-      deadline=deadline,
-      data=data,
-    )
-    hist = res.history
-    out["rows"][row] = {
-      "method": method.value,
-      "final_test_psnr": res.final("test_psnr"),
-      "mean_test_psnr": float(np.mean(res.final("test_psnr"))),
-      "initial_mean_test_psnr": float(np.mean(hist[0]["test_psnr"])),
-      "mean_test_psnr_at_theta": float(np.mean(res.final("test_psnr_at_theta"))),
-      "curve": {
-        "step": [h["step"] for h in hist],
-        "test_psnr": [h["test_psnr"] for h in hist],
-        "test_psnr_at_theta": [h["test_psnr_at_theta"] for h in hist],
-      },
-      "wall_time_s": round(res.wall_time_s, 1),
-    }
+  for row, res in results.items():
+    out["rows"][row] = meta_row_summary(res, methods[row], "test_psnr", "test_psnr_at_theta")
     print(
       f"[least-control] meta {row}: query PSNR {np.round(res.final('test_psnr'), 2).tolist()} "
       f"dB (at init {out['rows'][row]['initial_mean_test_psnr']:.2f})",
       file=sys.stderr,
     )
   runlog.write_json(paths.results / "meta.json", out)
+  return out
+
+
+def nearest_neighbour_accuracy(support: tuple, query: tuple) -> jax.Array:
+  """Pixel-space 1-nearest-neighbour accuracy of each episode's query drawings against its
+  support (the reference point for how hard the glyphs are): mean over episodes."""
+  (sx, sl), (qx, ql) = support, query
+  d = jnp.sum((qx[:, :, None] - sx[:, None]) ** 2, axis=-1)  # (T, Q, ways)
+  pred = jnp.take_along_axis(sl, jnp.argmin(d, axis=-1), axis=1)
+  return jnp.mean(pred == ql)
+
+
+def few_shot_drawings(cfg: FewShotMeta, root: pathlib.Path | None = None):
+  """(meta-train (C, I, D), meta-test (C', I, D)) jnp drawings, D = side² pixels."""
+  side = cfg.spec.side
+  if cfg.dataset is FewShotData.OMNIGLOT:
+    if not cfg.data_dir:
+      raise images.DataNotProvided("data not provided: fewshot.dataset 'omniglot' needs a data_dir")
+    data_dir = pathlib.Path(cfg.data_dir)
+    if not data_dir.is_absolute() and root is not None:
+      data_dir = root / data_dir
+    sets = images.load_omniglot(data_dir, side)
+    if sets[0].shape[1] < cfg.drawings:
+      raise core_config.ConfigError(
+        f"fewshot.drawings: {cfg.drawings} > the {sets[0].shape[1]} drawings per character found"
+      )
+    sets = tuple(a[:, : cfg.drawings] for a in sets)
+  else:
+    sets = tuple(
+      glyphs.render_glyphs(glyphs.stroke_alphabet(a, c), cfg.drawings, side, r)
+      for a, c, r in zip(
+        cfg.alphabet_seeds, (cfg.train_classes, cfg.test_classes), cfg.render_seeds
+      )
+    )
+  return tuple(jnp.asarray(a.reshape(a.shape[0], a.shape[1], side * side)) for a in sets)
+
+
+def few_shot(
+  cfg: FewShotMeta, paths: Paths, deadline: Deadline, root: pathlib.Path | None = None
+) -> dict[str, Any]:
+  """Meta-learns a glyph classifier's initialisation for 20-way 1-shot episodes with each
+  row's meta-gradient (seeds vmapped) and writes results/<profile>/fewshot.json: query accuracy
+  (%) on fixed meta-test episodes over held-out classes after the inner solve."""
+  spec = cfg.spec
+  methods = {row: meta_method(row, "fewshot-", "fewshot.rows") for row in cfg.rows}
+  train_x, test_x = few_shot_drawings(cfg, root)
+  for name, x in (("meta-train", train_x), ("meta-test", test_x)):
+    if x.shape[0] < spec.ways:
+      raise core_config.ConfigError(
+        f"fewshot.spec.ways: {spec.ways} > the {x.shape[0]} {name} classes"
+      )
+  episode = functools.partial(glyphs.sample_episodes, ways=spec.ways, queries=cfg.queries)
+  test = episode(jax.random.key(cfg.episode_seed), test_x, cfg.test_episodes)
+
+  def sample_batch(key, data):
+    return episode(key, data[0], cfg.batch_size)
+
+  def evaluate(model, data):
+    support, query = data[1]
+    phi = meta.adapt(spec, model.theta[...], support, cfg.solver)
+    return {
+      "test_acc": 100.0 * spec.score(meta.readout(spec, query, phi.value), query),
+      "inner_iterations": phi.iterations.astype(jnp.float32),
+    }
+
+  results = train_meta_rows(
+    cfg,
+    spec,
+    methods,
+    name="fewshot",
+    run_dir=paths.runs / "fewshot",
+    sample_batch=sample_batch,
+    evaluate=evaluate,
+    data=(train_x, test),
+    deadline=deadline,
+  )
+  out: dict[str, Any] = {
+    "dataset": cfg.dataset.value,
+    "side": spec.side,
+    "classes": {"train": int(train_x.shape[0]), "test": int(test_x.shape[0])},
+    "ways": spec.ways,
+    "test_episodes": cfg.test_episodes,
+    "num_weights": spec.num_weights,
+    "pixel_nearest_neighbour_acc": 100.0 * float(nearest_neighbour_accuracy(*test)),
+    "rows": {},
+  }
+  for row, res in results.items():
+    out["rows"][row] = meta_row_summary(res, methods[row], "test_acc", None)
+    print(
+      f"[least-control] fewshot {row}: query accuracy "
+      f"{np.round(res.final('test_acc'), 2).tolist()} % "
+      f"(at init {out['rows'][row]['initial_mean_test_acc']:.2f})",
+      file=sys.stderr,
+    )
+  runlog.write_json(paths.results / "fewshot.json", out)
   return out
 
 

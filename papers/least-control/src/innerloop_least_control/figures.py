@@ -108,6 +108,32 @@ def meta_figure(res: dict, paths: PaperPaths) -> None:
   F.savefig(fig, paths.figures / "meta_inr.png", note=note)
 
 
+def fewshot_figure(res: dict, paths: PaperPaths) -> None:
+  """Query accuracy on the fixed meta-test episodes during meta-training, after the inner
+  solve, with pixel-space 1-nearest-neighbour on the same episodes for reference."""
+  fig, ax = F.subplots(1, 1, width=4.2, height=3.0)
+  for row_name, r in res["rows"].items():
+    steps = r["curve"]["step"]
+    acc = np.asarray(r["curve"]["test_acc"]).T
+    F.plot_seeds(ax[0, 0], steps, acc, row_name, METHOD_COLORS[r["method"]], "-")
+  ax[0, 0].axhline(res["pixel_nearest_neighbour_acc"], color="gray", ls=":", label="pixel 1-NN")
+  ax[0, 0].axhline(100.0 / res["ways"], color="gray", ls="--", lw=0.8, label="chance")
+  ways = res["ways"]
+  ax[0, 0].set(xlabel="meta-step", ylabel="query accuracy (%)", title=f"{ways}-way 1-shot")
+  ax[0, 0].legend(fontsize=6)
+  note = (
+    f"innerloop least-control · profile {paths.profile} · "
+    + (
+      "procedural stroke glyphs (ours: stand-in for Omniglot)"
+      if res["dataset"] == "glyphs"
+      else "Omniglot"
+    )
+    + f" {res['side']}², {res['classes']['test']} held-out classes · "
+    f"{res['num_weights']} fast weights"
+  )
+  F.savefig(fig, paths.figures / "meta_fewshot.png", note=note)
+
+
 def render_all(cfg: Config, paths: PaperPaths) -> None:
   paths.figures.mkdir(parents=True, exist_ok=True)
   # A table whose user-provided data was absent holds only {"skipped": ...}: nothing to draw.
@@ -123,6 +149,10 @@ def render_all(cfg: Config, paths: PaperPaths) -> None:
         table_figure(res, paths, name)
   if cfg.meta.enabled:
     meta_figure(runlog.read_json(paths.results / "meta.json"), paths)
+  if cfg.fewshot.enabled:
+    res = runlog.read_json(paths.results / "fewshot.json")
+    if "skipped" not in res:
+      fewshot_figure(res, paths)
   if cfg.alignment.enabled:
     al = runlog.read_json(paths.results / "alignment.json")
     if "skipped" not in al:

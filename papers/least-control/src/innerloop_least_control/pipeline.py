@@ -1,4 +1,5 @@
-"""The train stage: identities, the Table-1 analogue, the alignment sweep (resumable)."""
+"""The train stage: identities, the Table-1 analogue, meta-learning, the alignment sweep
+(resumable)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ def train_all(cfg: Config, paths: PaperPaths, deadline: Deadline) -> None:
       runlog.write_json(paths.results / f"{name}.json", {"skipped": str(e)})
   if cfg.meta.enabled:
     experiments.meta_learning(cfg.meta, run_paths, deadline)
+  if cfg.fewshot.enabled:
+    try:
+      experiments.few_shot(cfg.fewshot, run_paths, deadline, root=paths.root)
+    except images.DataNotProvided as e:
+      print(f"[least-control] skipped the few-shot meta-learning: {e}", file=sys.stderr)
+      runlog.write_json(paths.results / "fewshot.json", {"skipped": str(e)})
   if cfg.alignment.enabled and (ds is not None or not cfg.table.enabled):
     if ds is None:
       ds = experiments.load_dataset(cfg.table, paths.root)
