@@ -111,7 +111,7 @@ def meta_figure(res: dict, paths: PaperPaths) -> None:
 def fewshot_figure(res: dict, paths: PaperPaths) -> None:
   """Query accuracy on the fixed meta-test episodes during meta-training, after the inner
   solve, with pixel-space 1-nearest-neighbour on the same episodes for reference."""
-  fig, ax = F.subplots(1, 1, width=4.2, height=3.0)
+  fig, ax = F.subplots(1, 1, width=5.0, height=3.0)
   for row_name, r in res["rows"].items():
     steps = r["curve"]["step"]
     acc = np.asarray(r["curve"]["test_acc"]).T
@@ -121,15 +121,10 @@ def fewshot_figure(res: dict, paths: PaperPaths) -> None:
   ways = res["ways"]
   ax[0, 0].set(xlabel="meta-step", ylabel="query accuracy (%)", title=f"{ways}-way 1-shot")
   ax[0, 0].legend(fontsize=6)
+  data = "stroke glyphs (Omniglot stand-in)" if res["dataset"] == "glyphs" else "Omniglot"
   note = (
-    f"innerloop least-control · profile {paths.profile} · "
-    + (
-      "procedural stroke glyphs (ours: stand-in for Omniglot)"
-      if res["dataset"] == "glyphs"
-      else "Omniglot"
-    )
-    + f" {res['side']}², {res['classes']['test']} held-out classes · "
-    f"{res['num_weights']} fast weights"
+    f"innerloop least-control · {paths.profile} · {data} {res['side']}², "
+    f"{res['classes']['test']} held-out classes · {res['num_weights']} fast weights"
   )
   F.savefig(fig, paths.figures / "meta_fewshot.png", note=note)
 
