@@ -38,6 +38,10 @@ def _episodes(count=3):
 PROBLEMS = {"inr": (SPEC, _tasks), "fewshot": (FEW, _episodes)}
 
 
+def query_tasks(query):
+  return jax.tree.leaves(query)[0].shape[0]
+
+
 def test_glyphs_are_deterministic_images():
   a, b = text_images(3, 5), text_images(3, 5)
   np.testing.assert_array_equal(a, b)
@@ -66,26 +70,33 @@ def test_implicit_gradient_equals_explicit_formula_and_bptt(name):
   problem, tasks = PROBLEMS[name]
   theta = problem.init_theta(jax.random.key(0))
   support, query = tasks()
-  grad = meta.implicit_gradient(problem, theta, support, query, TIGHT)
-  # Explicit: Σ_b λ(H_b + λI)⁻¹ ∇φ L at φ*_b, H_b the Hessian of L_in.
-  phi = meta.adapt(problem, theta, support, TIGHT).value
-  dl = jax.grad(lambda p: problem.outer_loss(meta.readout(problem, query, p), query))(phi)
-  explicit = 0.0
-  for b in range(phi.shape[0]):
-    one = jax.tree.map(lambda a, b=b: a[b], support)
-    h = jax.hessian(functools.partial(problem.inner_loss, support=one))(phi[b])
-    lam = problem.prox
-    explicit = explicit + lam * jnp.linalg.solve(h + lam * jnp.eye(h.shape[0]), dl[b])
+
+  # Each side compiled once (eager while-loops and per-task Hessians compile piecemeal).
+  @jax.jit
+  def implicit_and_explicit(theta, support, query):
+    grad = meta.implicit_gradient(problem, theta, support, query, TIGHT)
+    # Explicit: Σ_b λ(H_b + λI)⁻¹ ∇φ L at φ*_b, H_b the Hessian of L_in.
+    phi = meta.adapt(problem, theta, support, TIGHT).value
+    dl = jax.grad(lambda p: problem.outer_loss(meta.readout(problem, query, p), query))(phi)
+    h = jax.vmap(jax.hessian(problem.inner_loss))(phi, support)  # (B, N, N)
+    lam_i = problem.prox * jnp.eye(phi.shape[1])
+    solved = jax.vmap(lambda h_b, d_b: jnp.linalg.solve(h_b + lam_i, d_b))(h, dl)
+    return grad, problem.prox * jnp.sum(solved, axis=0)
+
+  @jax.jit
+  def bptt(theta, support, query):
+    def through_solver(t):
+      f = functools.partial(meta.inner_map, problem, (t, support))
+      # f contracts by ≈ 0.7 (INR) / ≈ 0.5 (few-shot) a step here: 200 steps reach φ*.
+      phi_k = unrolled(f, meta.at_theta(t, query_tasks(query)), 200)
+      return problem.outer_loss(meta.readout(problem, query, phi_k), query)
+
+    return jax.grad(through_solver)(theta)
+
+  grad, explicit = implicit_and_explicit(theta, support, query)
   np.testing.assert_allclose(grad, explicit, rtol=1e-3, atol=1e-7)
-
-  def through_solver(t):
-    f = functools.partial(meta.inner_map, problem, (t, support))
-    # f contracts by ≈ 0.7 (INR) / ≈ 0.5 (few-shot) a step here: 200 steps reach φ*.
-    phi_k = unrolled(f, meta.at_theta(t, phi.shape[0]), 200)
-    return problem.outer_loss(meta.readout(problem, query, phi_k), query)
-
-  bptt = jax.grad(through_solver)(theta)
-  assert float(jnp.linalg.norm(bptt - grad) / jnp.linalg.norm(grad)) <= 1e-3
+  through = bptt(theta, support, query)
+  assert float(jnp.linalg.norm(through - grad) / jnp.linalg.norm(grad)) <= 1e-3
 
 
 @pytest.mark.parametrize("name", PROBLEMS)
@@ -93,11 +104,18 @@ def test_lcp_update_follows_the_meta_gradient_under_weak_control(name):
   problem, tasks = PROBLEMS[name]
   theta = problem.init_theta(jax.random.key(1))
   support, query = tasks()
-  grad = meta.implicit_gradient(problem, theta, support, query, TIGHT)
   weak = M.ControlConfig(
     alpha=1.0, k_i=1e-3, solver=SolverConfig(tol=1e-8, max_iter=5000, per_leaf=True)
   )
-  update = meta.lcp_update(problem, theta, support, query, weak)
+
+  @jax.jit
+  def both(theta, support, query):
+    return (
+      meta.implicit_gradient(problem, theta, support, query, TIGHT),
+      meta.lcp_update(problem, theta, support, query, weak),
+    )
+
+  grad, update = both(theta, support, query)
   cosine = jnp.dot(update, -grad) / (jnp.linalg.norm(update) * jnp.linalg.norm(grad))
   assert float(cosine) >= 0.999
   # Scale: Δθ → (k_i/α)·(−∇θ L).
@@ -106,6 +124,8 @@ def test_lcp_update_follows_the_meta_gradient_under_weak_control(name):
 
 @pytest.mark.parametrize("name", PROBLEMS)
 def test_meta_training_loss_gradients(name):
+  from flax import nnx
+
   problem, tasks = PROBLEMS[name]
   support, query = tasks(2)
   model = meta.MetaInit(problem, jax.random.key(2))
@@ -114,29 +134,34 @@ def test_meta_training_loss_gradients(name):
   ctrl = M.ControlConfig(
     alpha=1.0, k_i=0.1, solver=SolverConfig(tol=1e-6, max_iter=3000, per_leaf=True)
   )
-  loss = functools.partial(
-    meta.meta_training_loss,
-    support=support,
-    query=query,
-    problem=problem,
-    ctrl=ctrl,
-    solver=TIGHT,
-  )
-  from flax import nnx
+  graphdef, state = nnx.split(model)
 
-  for method in (M.Method.RBP, M.Method.LCP_DI):
-    value, grads = nnx.value_and_grad(lambda m, method=method: loss(m, method=method))(model)
-    theta = model.theta[...]
+  @functools.partial(jax.jit, static_argnums=1)
+  def value_and_grad(state, method):
+    def loss(state):
+      return meta.meta_training_loss(
+        nnx.merge(graphdef, state), support, query, problem, method, ctrl, TIGHT
+      )
+
+    return jax.value_and_grad(loss)(state)
+
+  @jax.jit
+  def reference(theta):
     phi = meta.adapt(problem, theta, support, TIGHT).value
     expected = problem.outer_loss(meta.readout(problem, query, phi), query)
+    return expected, meta.lcp_update(problem, theta, support, query, ctrl)
+
+  theta = model.theta[...]
+  expected, update = reference(theta)
+  for method in (M.Method.RBP, M.Method.LCP_DI):
+    value, grads = value_and_grad(state, method)
     np.testing.assert_allclose(value, expected, rtol=1e-5)
     g = grads["theta"][...]
     assert g.shape == theta.shape and bool(jnp.all(jnp.isfinite(g)))
     if method is M.Method.LCP_DI:
-      update = meta.lcp_update(problem, theta, support, query, ctrl)
       np.testing.assert_allclose(g, -update, rtol=1e-5)
   with pytest.raises(ValueError, match="rbp and lcp-di"):
-    loss(model, method=M.Method.LCP_KP)
+    meta.meta_training_loss(model, support, query, problem, M.Method.LCP_KP, ctrl, TIGHT)
 
 
 def test_two_layer_reads_the_documented_layout():

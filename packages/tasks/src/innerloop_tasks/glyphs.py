@@ -13,6 +13,7 @@ releases).
 
 from __future__ import annotations
 
+import functools
 import string
 
 import jax
@@ -117,6 +118,7 @@ def render_glyphs(
   return out
 
 
+@functools.partial(jax.jit, static_argnames=("tasks", "ways", "queries"))
 def sample_episodes(
   key: jax.Array, drawings: jax.Array, tasks: int, ways: int, queries: int
 ) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
