@@ -85,6 +85,7 @@ def test_generated_listops_is_cached_under_runs(tmp_path):
   assert second["vocab"] == 18 and second["classes"] == 10
 
 
+@pytest.mark.slow
 def test_streaming_estimator_trains_like_the_stop_gradient_form(tmp_path):
   """The same online gradient through `train(value_and_grad=stream_grads)`: after a few Adam
   steps with dropout, the validation losses of both implementations agree."""
@@ -117,6 +118,7 @@ def test_streaming_estimator_trains_like_the_stop_gradient_form(tmp_path):
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["copy_gru", "copy_gru_1l"])
 def test_gru_copy_row_runs_every_rule(tmp_path, name):
   """Table 1's GRU rows (4L; 1L without block activation, ReLU-MLP readout) end to end on a toy
@@ -178,6 +180,7 @@ def test_depth_sweep_configs_resolve():
   assert full.seeds == tuple(range(201, 211))
 
 
+@pytest.mark.slow
 def test_depth_sweep_writes_results_and_resumes_identically(tmp_path):
   """A toy sweep through the train stage: every depth trains, alignment is summarised from the
   readings after step 0, and a second call resumes from the finished checkpoints unchanged."""
