@@ -154,3 +154,11 @@ def test_omniglot_round_trip(tmp_path, as_zip):
 def test_omniglot_missing_is_data_not_provided(tmp_path):
   with pytest.raises(images.DataNotProvided, match="images_background"):
     images.load_omniglot(tmp_path)
+
+
+def test_omniglot_bad_png_names_the_file(tmp_path):
+  _write_omniglot(tmp_path, "images_background", [("Alpha", "character01")], 2, False)
+  _write_omniglot(tmp_path, "images_evaluation", [("Beta", "character01")], 2, False)
+  (tmp_path / "images_evaluation/Beta/character01/0000_01.png").write_bytes(b"not a png")
+  with pytest.raises(ValueError, match="images_evaluation/Beta/character01/0000_01.png"):
+    images.load_omniglot(tmp_path)

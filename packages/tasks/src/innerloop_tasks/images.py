@@ -285,9 +285,14 @@ def load_omniglot(directory: str | pathlib.Path, side: int = 28) -> tuple[np.nda
     per_class = min(len(v) for v in chars.values())
     arr = np.zeros((len(chars), per_class, side, side), np.float32)
     for c, key in enumerate(sorted(chars)):
-      for i, (_, read) in enumerate(chars[key][:per_class]):
-        img = Image.open(io.BytesIO(read())).convert("L").resize((side, side), Image.Resampling.BOX)
-        arr[c, i] = 1.0 - np.asarray(img, np.float32) / 255.0
+      for i, (name, read) in enumerate(chars[key][:per_class]):
+        try:
+          img = Image.open(io.BytesIO(read())).convert("L")
+        except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+          raise ValueError(f"Omniglot: {split}/{key}/{name} is not a readable PNG ({e})") from e
+        arr[c, i] = (
+          1.0 - np.asarray(img.resize((side, side), Image.Resampling.BOX), np.float32) / 255.0
+        )
     out.append(arr)
   return out[0], out[1]
 

@@ -66,7 +66,7 @@ class FewShotMeta:
   render_seeds: tuple[int, int] = (3, 4)
   episode_seed: int = 5  # the fixed meta-test episodes
   batch_size: int = 4  # tasks per meta-step
-  steps: int = 200  # cpu: ≈ 5 min for both rows at load 4–5 (the LCP-DI row ≈ 3/4 of it)
+  steps: int = 200  # cpu: ≈ 4 min for both rows at load 3.5–4 (the LCP-DI row ≈ 70 % of it)
   learning_rate: float = 1e-3  # Adam on θ (3e-3 drove the inner map out of contraction)
   seeds: int = 3
   evals: int = 5
